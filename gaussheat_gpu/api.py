@@ -1,0 +1,148 @@
+"""The public entry point: ``render``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import backends
+from .kernel_set import Kernels
+from .planning import make_grid, make_plan
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, extent=None,
+           dtype=None, backend="auto", out=None, accumulate=False):
+    """Render a heatmap of Gaussian kernels.
+
+    Parameters
+    ----------
+    kernels : Kernels, or a mapping / DataFrame of columns
+        The kernels (see :class:`Kernels`).
+    shape : tuple of int
+        ``(H, W)`` or ``(..., H, W)``; leading dimensions flattened give the image index.
+    combine : {"sum", "max", "por"}
+        How kernels meet at a pixel: their sum, ``max(0, max v)``, or the probabilistic OR
+        ``1 - prod(1 - v)`` (every value must lie in [0, 1]).
+    normalize : {"pdf", "peak", "integral", "count"}
+        Per-kernel value: the density ``a * N(x; mu, S)``; ``a`` at the centre; ``a`` times the
+        mass inside each pixel cell (axis-aligned kernels); or ``a`` spread over the kernel's
+        visible pixels so they sum to exactly ``a``.
+    truncate : float or None, default 4
+        Each kernel covers the integer pixel box around its ``truncate``-sigma ellipse; pixels
+        outside get nothing. ``None`` evaluates every pixel.
+    extent : (x0, x1, y0, y1), optional
+        Coordinates of the first and last pixel centres (``numpy.linspace`` semantics; reversed
+        ranges allowed). Default ``(0, W-1, 0, H-1)``: pixel ``(r, c)`` is at ``x=c, y=r``.
+    dtype : {"float32", "float64"}, optional
+        Output dtype; float32 accumulates in float32. Default float32, or ``out.dtype``.
+    backend : {"auto", "cupy", "numba", "numpy"}
+        ``"auto"`` honours the ``GAUSSHEAT_BACKEND`` environment variable, else takes the best
+        that can run here (``available_backends()``).
+    out : array, optional
+        Render into this C-contiguous array of ``shape`` and ``dtype`` on the backend's device.
+        Nothing is written to it if the call fails.
+    accumulate : bool, default False
+        Combine with what ``out`` already holds instead of starting from 0.
+
+    Returns
+    -------
+    array of ``shape``
+        A NumPy array, or a CuPy array for the ``cupy`` backend; ``out`` when given.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad arguments; the message names the argument, the kernel index and the value.
+    MemoryError
+        The output cannot fit in the memory available on the backend's device (checked before
+        allocating).
+    gaussheat_gpu.BackendUnavailable
+        The requested backend cannot run here; the message says why and what to install.
+
+    Examples
+    --------
+    The Stack Overflow seed: a round kernel inside an elongated one, combined by probabilistic OR.
+
+    >>> import gaussheat_gpu as gh
+    >>> k = gh.Kernels(x=[256, 260], y=[256, 250], sigma_x=[20, 40], sigma_y=[20, 80])
+    >>> heat = gh.render(k, (512, 512), combine="por", backend="numpy")
+    >>> heat.shape, heat.dtype.name
+    ((512, 512), 'float32')
+    """
+    if isinstance(kernels, Mapping) or hasattr(kernels, "columns"):
+        kernels = Kernels.from_columns(kernels)
+    elif not isinstance(kernels, Kernels):
+        raise TypeError(f"kernels must be a gaussheat_gpu.Kernels (or a mapping of columns), got {type(kernels).__name__}")
+    if not isinstance(accumulate, (bool, np.bool_)):
+        raise TypeError(f"accumulate must be True or False, got {accumulate!r}")
+    module = backends.get(backend)
+    grid = make_grid(shape, extent)
+    dtype = _resolve_dtype(dtype, out)
+    if out is not None:
+        _check_out(out, grid.shape, dtype, module)
+    elif accumulate:
+        raise ValueError("accumulate=True combines with an existing output: pass out=")
+    plan = make_plan(kernels.to(module.xp), grid, combine=combine, normalize=normalize, truncate=truncate,
+                     dtype=dtype, accumulate=accumulate, xp=module.xp)
+    if out is None:
+        needed = math.prod(grid.shape) * dtype.itemsize
+        free = module.free_memory()
+        if needed > free:
+            raise MemoryError(
+                f"an output of shape {grid.shape} and dtype {dtype.name} needs {needed / 2**30:.2f} GiB, but only "
+                f"{free / 2**30:.2f} GiB is available to the {module.__name__.rsplit('.', 1)[-1]} backend; render "
+                f"in tiles with extent=, or into a smaller dtype"
+            )
+        out = module.xp.empty(grid.shape, dtype=dtype)
+    module.render(plan, out)
+    return out
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run here, best first.
+
+    Returns
+    -------
+    list of str
+        A subset of ``["cupy", "numba", "numpy"]``; ``"numpy"`` is always there.
+
+    Examples
+    --------
+    >>> import gaussheat_gpu as gh
+    >>> "numpy" in gh.available_backends()
+    True
+    """
+    return backends.available()
+
+
+def _resolve_dtype(dtype, out):
+    if dtype is None:
+        return np.dtype(out.dtype) if out is not None else _DTYPES[0]
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype = {dtype!r} is not a dtype; use 'float32' or 'float64'") from None
+    if resolved not in _DTYPES:
+        raise ValueError(f"dtype = {resolved.name!r} is not supported; use 'float32' or 'float64'")
+    return resolved
+
+
+def _check_out(out, shape, dtype, module):
+    name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+    if not isinstance(out, module.xp.ndarray):
+        raise TypeError(f"out must be a {module.xp.__name__}.ndarray for the {name} backend, got {type(out).__module__}.{type(out).__name__}")
+    if tuple(out.shape) != shape:
+        raise ValueError(f"out has shape {tuple(out.shape)} but shape = {shape}")
+    if np.dtype(out.dtype) != dtype:
+        raise ValueError(f"out has dtype {out.dtype} but dtype = {dtype.name!r}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous (render into a contiguous array, then copy)")
+    if not getattr(out.flags, "writeable", True):
+        raise ValueError("out is read-only")
+    check_device = getattr(module, "check_output_device", None)
+    if check_device is not None:
+        check_device(out)

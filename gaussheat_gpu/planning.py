@@ -1,0 +1,385 @@
+"""The planning step: everything a backend needs, decided once, in float64.
+
+``make_plan`` turns validated kernels and the render options into a :class:`Plan`:
+
+* per-kernel coefficients in pixel units (``params``, columns named by the ``P_*`` constants),
+* integer support boxes clipped to the image and the image index (``boxes``, ``B_*`` columns),
+* on demand, a CSR list of kernels per tile (:meth:`Plan.bins`).
+
+With ``u = col - P_CX`` and ``w = row - P_CY`` (pixel units) a kernel's exponent is
+``q = A*u**2 + 2*B*u*w + C*w**2`` and its unnormalised value ``g = exp(-(q - SHIFT_COL - SHIFT_ROW)/2)``.
+The value written is:
+
+========== ===============================================================================
+normalize  value
+========== ===============================================================================
+pdf        ``SCALE * g`` (``SCALE = a / (2 pi sx sy)``, shifts 0)
+peak       ``SCALE * g`` (``SCALE = a``, shifts 0)
+count      ``SCALE * g / sum(g over the box)`` (``SCALE = a``; shifts keep ``g`` from underflowing)
+integral   ``SCALE * m(u, SIGMA_COL) * m(w, SIGMA_ROW)`` with ``m`` the normal mass of a unit cell
+========== ===============================================================================
+
+For axis-aligned kernels (``B == 0``) the shifts split per axis, so separable evaluators can use
+``gx = exp(-(A*u**2 - SHIFT_COL)/2)`` and ``gy = exp(-(C*w**2 - SHIFT_ROW)/2)``.
+The same column layout is mirrored in ``kernels/gaussheat.cuh``; a test keeps them in step.
+
+The module is written against an array namespace ``xp`` (NumPy, or CuPy for kernels on a GPU),
+so the same code plans on the host or on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COMBINES = ("sum", "max", "por")
+NORMALIZES = ("pdf", "peak", "integral", "count")
+
+# Columns of Plan.params (float64).
+P_CX, P_CY, P_A, P_B, P_C, P_SIGMA_COL, P_SIGMA_ROW, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW = range(10)
+N_PARAMS = 10
+# Columns of Plan.boxes (int64): inclusive pixel ranges and the image index.
+B_COL0, B_COL1, B_ROW0, B_ROW1, B_IMAGE = range(5)
+N_BOX = 5
+
+COMBINE_CODES = {name: code for code, name in enumerate(COMBINES)}
+NORMALIZE_CODES = {name: code for code, name in enumerate(NORMALIZES)}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Pixel grid of an output: ``n_images`` images of ``height x width`` pixels.
+
+    Pixel ``(r, c)`` sits at ``(x0 + c*dx, y0 + r*dy)`` in kernel coordinates.
+    """
+
+    shape: tuple
+    n_images: int
+    height: int
+    width: int
+    x0: float
+    dx: float
+    y0: float
+    dy: float
+
+
+def make_grid(shape, extent=None) -> Grid:
+    """Validate ``shape`` and ``extent`` and describe the pixel grid.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        ``(..., H, W)``; leading dimensions are flattened into the image index.
+    extent : tuple of 4 float, optional
+        ``(x0, x1, y0, y1)``: coordinates of the first and last pixel centres, like
+        ``numpy.linspace``. Default ``(0, W-1, 0, H-1)``.
+
+    Returns
+    -------
+    Grid
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``shape`` is not a tuple of positive integers (at least 2), or ``extent`` is not 4 finite
+        numbers giving a nonzero pixel spacing.
+    """
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from None
+    if len(dims) < 2:
+        raise ValueError(f"shape must have at least 2 dimensions (..., H, W), got {dims!r}")
+    for axis, n in enumerate(dims):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"shape[{axis}] must be an int, got {n!r} in shape={dims!r}")
+        if n <= 0:
+            raise ValueError(f"shape[{axis}] = {n} must be > 0 (shape={dims!r})")
+    dims = tuple(int(n) for n in dims)
+    height, width = dims[-2], dims[-1]
+    n_images = math.prod(dims[:-2])
+    if extent is None:
+        x0, x1, y0, y1 = 0.0, float(width - 1), 0.0, float(height - 1)
+    else:
+        try:
+            x0, x1, y0, y1 = (float(v) for v in extent)
+        except (TypeError, ValueError):
+            raise TypeError(f"extent must be 4 numbers (x0, x1, y0, y1), got {extent!r}") from None
+        for name, v in zip(("x0", "x1", "y0", "y1"), (x0, x1, y0, y1)):
+            if not math.isfinite(v):
+                raise ValueError(f"extent {name} = {v} is not finite (extent={extent!r})")
+    dx = (x1 - x0) / (width - 1) if width > 1 else 1.0
+    dy = (y1 - y0) / (height - 1) if height > 1 else 1.0
+    for name, step, first, last in (("x", dx, x0, x1), ("y", dy, y0, y1)):
+        if step == 0.0 or not math.isfinite(step):
+            raise ValueError(
+                f"extent gives a {name} pixel spacing of {step} ({name}0 = {first}, {name}1 = {last}); "
+                f"the first and last pixel centres must differ"
+            )
+    return Grid(dims, n_images, height, width, x0, dx, y0, dy)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a backend evaluates: the grid, the modes, and per-kernel coefficients in pixel units.
+
+    Only kernels whose support box holds at least one pixel are kept; ``kernel_index`` maps
+    plan rows back to the caller's kernel indices. Rows keep the caller's order.
+    """
+
+    grid: Grid
+    combine: str
+    normalize: str
+    dtype: np.dtype
+    accumulate: bool
+    params: object  # (M, N_PARAMS) float64, C-contiguous, on xp
+    boxes: object  # (M, N_BOX) int64, C-contiguous, on xp
+    kernel_index: object  # (M,) int64, on xp
+    axis_aligned: bool  # every kept kernel has B == 0
+    xp: object = field(repr=False, default=np)
+    _bins_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n_kernels(self) -> int:
+        return int(self.params.shape[0])
+
+    def bins(self, tile_height: int, tile_width: int):
+        """Kernels per tile as a CSR list, tiles ordered (image, tile row, tile column).
+
+        Parameters
+        ----------
+        tile_height, tile_width : int
+            Tile size in pixels; ``tile_width >= width`` gives row bands.
+
+        Returns
+        -------
+        offsets : (n_tiles + 1,) int64 array
+            Kernels of tile ``t`` are ``kernel_ids[offsets[t]:offsets[t+1]]``.
+        kernel_ids : (total,) int64 array
+            Plan rows, in plan order within each tile.
+        """
+        key = (int(tile_height), int(tile_width))
+        if key not in self._bins_cache:
+            self._bins_cache[key] = bin_kernels(self, *key)
+        return self._bins_cache[key]
+
+    def tile_counts(self, tile_height: int, tile_width: int) -> tuple[int, int]:
+        """Number of tile rows and tile columns per image."""
+        return -(-self.grid.height // tile_height), -(-self.grid.width // tile_width)
+
+
+def bin_kernels(plan: Plan, tile_height: int, tile_width: int):
+    """CSR list of the plan's kernels per tile; see :meth:`Plan.bins`."""
+    xp = plan.xp
+    if tile_height <= 0 or tile_width <= 0:
+        raise ValueError(f"tile size must be positive, got {tile_height} x {tile_width}")
+    n_tile_rows, n_tile_cols = plan.tile_counts(tile_height, tile_width)
+    n_tiles = plan.grid.n_images * n_tile_rows * n_tile_cols
+    boxes = plan.boxes
+    tc0 = boxes[:, B_COL0] // tile_width
+    tc1 = boxes[:, B_COL1] // tile_width
+    tr0 = boxes[:, B_ROW0] // tile_height
+    tr1 = boxes[:, B_ROW1] // tile_height
+    n_cols = tc1 - tc0 + 1
+    per_kernel = (tr1 - tr0 + 1) * n_cols
+    total = int(per_kernel.sum()) if plan.n_kernels else 0
+    if total == 0:
+        return xp.zeros(n_tiles + 1, dtype=xp.int64), xp.zeros(0, dtype=xp.int64)
+    kernel_ids = xp.repeat(xp.arange(plan.n_kernels, dtype=xp.int64), per_kernel)
+    starts = xp.cumsum(per_kernel) - per_kernel
+    local = xp.arange(total, dtype=xp.int64) - starts[kernel_ids]
+    n_cols_k = n_cols[kernel_ids]
+    tile_row = tr0[kernel_ids] + local // n_cols_k
+    tile_col = tc0[kernel_ids] + local % n_cols_k
+    image = boxes[kernel_ids, B_IMAGE]
+    tile = (image * n_tile_rows + tile_row) * n_tile_cols + tile_col
+    order = xp.argsort(tile, kind="stable") if xp is np else xp.argsort(tile * plan.n_kernels + kernel_ids)
+    counts = xp.bincount(tile, minlength=n_tiles)
+    offsets = xp.zeros(n_tiles + 1, dtype=xp.int64)
+    offsets[1:] = xp.cumsum(counts)
+    return offsets, xp.ascontiguousarray(kernel_ids[order])
+
+
+def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4.0,
+              dtype=np.float32, accumulate=False, xp=np) -> Plan:
+    """Validate the options against the kernels and compute the plan.
+
+    Parameters
+    ----------
+    kernels : Kernels
+        Validated kernels (their arrays on ``xp``).
+    grid : Grid
+        From :func:`make_grid`.
+    combine, normalize, truncate, dtype, accumulate
+        As in :func:`gaussheat_gpu.render`.
+    xp : module
+        Array namespace of the kernel arrays (``numpy`` or ``cupy``).
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    ValueError
+        Unknown mode, bad ``truncate``, an image index outside the output, a rotated kernel with
+        ``normalize="integral"``, or (``combine="por"``) a kernel whose values leave ``[0, 1]``.
+    """
+    if combine not in COMBINES:
+        raise ValueError(f"combine = {combine!r} is not one of {', '.join(map(repr, COMBINES))}")
+    if normalize not in NORMALIZES:
+        raise ValueError(f"normalize = {normalize!r} is not one of {', '.join(map(repr, NORMALIZES))}")
+    if truncate is not None:
+        if isinstance(truncate, bool) or not isinstance(truncate, (int, float, np.integer, np.floating)):
+            raise TypeError(f"truncate must be a number of sigmas or None, got {truncate!r}")
+        truncate = float(truncate)
+        if not (math.isfinite(truncate) and truncate > 0):
+            raise ValueError(f"truncate = {truncate} must be a finite number > 0, or None for no truncation")
+
+    x, y = kernels.x, kernels.y
+    sx, sy = kernels.sigma_x, kernels.sigma_y
+    image = kernels.image
+    n = len(kernels)
+    if n:
+        _check_image_index(image, grid.n_images, xp)
+
+    cos, sin = xp.cos(kernels.theta), xp.sin(kernels.theta)
+    inv_sx2, inv_sy2 = 1.0 / (sx * sx), 1.0 / (sy * sy)
+    # Inverse covariance R diag(1/sx^2, 1/sy^2) R^T, then in pixel units.
+    a_coef = (cos * cos * inv_sx2 + sin * sin * inv_sy2) * (grid.dx * grid.dx)
+    b_coef = (cos * sin * (inv_sx2 - inv_sy2)) * (grid.dx * grid.dy)
+    c_coef = (sin * sin * inv_sx2 + cos * cos * inv_sy2) * (grid.dy * grid.dy)
+    sigma_col = xp.sqrt(cos * cos * sx * sx + sin * sin * sy * sy) / abs(grid.dx)
+    sigma_row = xp.sqrt(sin * sin * sx * sx + cos * cos * sy * sy) / abs(grid.dy)
+    cx = (x - grid.x0) / grid.dx
+    cy = (y - grid.y0) / grid.dy
+
+    if truncate is None:
+        col0 = xp.zeros(n, dtype=xp.int64)
+        row0 = xp.zeros(n, dtype=xp.int64)
+        col1 = xp.full(n, grid.width - 1, dtype=xp.int64)
+        row1 = xp.full(n, grid.height - 1, dtype=xp.int64)
+    else:
+        col0, col1 = _support_range(cx, truncate * sigma_col, grid.width, xp)
+        row0, row1 = _support_range(cy, truncate * sigma_row, grid.height, xp)
+
+    axis_aligned_k = b_coef == 0.0
+    if normalize == "integral" and n and not bool(axis_aligned_k.all()):
+        k = _first_index(~axis_aligned_k, xp)
+        raise ValueError(
+            f"normalize='integral' needs axis-aligned kernels, but kernel {k} has theta = "
+            f"{float(kernels.theta[k])!r} with sigma_x = {float(sx[k])!r} != sigma_y = {float(sy[k])!r}; "
+            f"rotated pixel integrals are not supported yet (use normalize='pdf')"
+        )
+
+    amplitude = kernels.amplitude
+    if normalize == "pdf":
+        scale = amplitude / (2.0 * math.pi * sx * sy)
+    else:
+        scale = amplitude * 1.0
+    if combine == "por" and n:
+        _check_por_range(scale, normalize, amplitude, xp)
+
+    keep = (col0 <= col1) & (row0 <= row1)
+    kept = xp.nonzero(keep)[0]
+    params = xp.empty((int(kept.shape[0]), N_PARAMS), dtype=xp.float64)
+    params[:, P_CX] = cx[kept]
+    params[:, P_CY] = cy[kept]
+    params[:, P_A] = a_coef[kept]
+    params[:, P_B] = b_coef[kept]
+    params[:, P_C] = c_coef[kept]
+    params[:, P_SIGMA_COL] = sigma_col[kept]
+    params[:, P_SIGMA_ROW] = sigma_row[kept]
+    params[:, P_SCALE] = scale[kept]
+    params[:, P_SHIFT_COL] = 0.0
+    params[:, P_SHIFT_ROW] = 0.0
+    boxes = xp.empty((int(kept.shape[0]), N_BOX), dtype=xp.int64)
+    boxes[:, B_COL0] = col0[kept]
+    boxes[:, B_COL1] = col1[kept]
+    boxes[:, B_ROW0] = row0[kept]
+    boxes[:, B_ROW1] = row1[kept]
+    boxes[:, B_IMAGE] = image[kept]
+    if normalize == "count":
+        _set_count_shifts(params, boxes, xp)
+    axis_aligned = bool((params[:, P_B] == 0.0).all()) if params.shape[0] else True
+    return Plan(grid, combine, normalize, np.dtype(dtype), bool(accumulate), params, boxes,
+                kept.astype(xp.int64), axis_aligned, xp)
+
+
+def _support_range(centre, radius, size, xp):
+    """Inclusive pixel range ceil(centre - radius) .. floor(centre + radius), clipped to [0, size-1].
+
+    Values are clipped in float64 before the integer cast so that far-away kernels cannot overflow.
+    """
+    lo = xp.clip(xp.ceil(centre - radius), 0.0, float(size))
+    hi = xp.clip(xp.floor(centre + radius), -1.0, float(size - 1))
+    return lo.astype(xp.int64), hi.astype(xp.int64)
+
+
+def _set_count_shifts(params, boxes, xp):
+    """Shift each kernel's exponent by (a lower bound of) its minimum over the box.
+
+    ``count`` divides by the sum of ``g`` over the box, which is invariant to this shift, but without
+    it a kernel seen only through its far tail would underflow to 0 in float32. For axis-aligned
+    kernels the shift is the exact minimum over pixel centres, per axis; for rotated ones it is the
+    minimum of the quadratic over the box's rectangle (at most the lattice minimum).
+    """
+    cx, cy = params[:, P_CX], params[:, P_CY]
+    a, b, c = params[:, P_A], params[:, P_B], params[:, P_C]
+    c0, c1 = boxes[:, B_COL0].astype(xp.float64), boxes[:, B_COL1].astype(xp.float64)
+    r0, r1 = boxes[:, B_ROW0].astype(xp.float64), boxes[:, B_ROW1].astype(xp.float64)
+    u_near = xp.clip(xp.rint(cx), c0, c1) - cx
+    w_near = xp.clip(xp.rint(cy), r0, r1) - cy
+    aligned = b == 0.0
+    shift_col = xp.where(aligned, a * u_near * u_near, 0.0)
+    shift_row = xp.where(aligned, c * w_near * w_near, 0.0)
+    if not bool(aligned.all()):
+        q_min = _quadratic_min_on_rectangle(a, b, c, c0 - cx, c1 - cx, r0 - cy, r1 - cy, xp)
+        shift_col = xp.where(aligned, shift_col, q_min)
+    params[:, P_SHIFT_COL] = shift_col
+    params[:, P_SHIFT_ROW] = shift_row
+
+
+def _quadratic_min_on_rectangle(a, b, c, u0, u1, w0, w1, xp):
+    """Minimum of a*u^2 + 2b*u*w + c*w^2 (positive definite) over [u0, u1] x [w0, w1]."""
+    inside = (u0 <= 0) & (u1 >= 0) & (w0 <= 0) & (w1 >= 0)
+    best = xp.full(a.shape, xp.inf)
+    for w_edge in (w0, w1):  # horizontal edges: minimise over u
+        u = xp.clip(-b * w_edge / a, u0, u1)
+        best = xp.minimum(best, a * u * u + 2 * b * u * w_edge + c * w_edge * w_edge)
+    for u_edge in (u0, u1):  # vertical edges: minimise over w
+        w = xp.clip(-b * u_edge / c, w0, w1)
+        best = xp.minimum(best, a * u_edge * u_edge + 2 * b * u_edge * w + c * w * w)
+    return xp.where(inside, 0.0, xp.maximum(best, 0.0))
+
+
+def _first_index(mask, xp) -> int:
+    return int(xp.nonzero(mask)[0][0])
+
+
+def _check_image_index(image, n_images, xp):
+    bad = (image < 0) | (image >= n_images)
+    if bool(bad.any()):
+        k = _first_index(bad, xp)
+        raise ValueError(
+            f"image[{k}] = {int(image[k])} is out of range: the output holds {n_images} image(s), "
+            f"so image indices must lie in [0, {n_images - 1}]"
+        )
+
+
+def _check_por_range(scale, normalize, amplitude, xp):
+    """combine='por' needs every value in [0, 1]: check each kernel's largest possible value."""
+    # pdf/peak peak at SCALE; integral masses and count shares are at most 1, so a kernel's
+    # values never exceed its amplitude there.
+    peak = scale if normalize in ("pdf", "peak") else amplitude
+    bad = (amplitude < 0) | (peak > 1.0)
+    if bool(bad.any()):
+        k = _first_index(bad, xp)
+        raise ValueError(
+            f"combine='por' needs every kernel value in [0, 1], but kernel {k} has amplitude = "
+            f"{float(amplitude[k])!r} and peak value {float(peak[k])!r} (normalize={normalize!r})"
+        )
