@@ -121,7 +121,7 @@ def available_backends() -> list[str]:
 
 def _resolve_dtype(dtype, out):
     if dtype is None:
-        return np.dtype(out.dtype) if out is not None else _DTYPES[0]
+        return np.dtype(getattr(out, "dtype", _DTYPES[0]))
     try:
         resolved = np.dtype(dtype)
     except TypeError:
