@@ -90,3 +90,17 @@ def _value(k, X, Y, dx, dy, normalize):
     mx = _phi((ddx + hx) / sx) - _phi((ddx - hx) / sx)
     my = _phi((ddy + hy) / sy) - _phi((ddy - hy) / sy)
     return a * mx * my
+
+
+def naive_support_mask(kernels, shape, truncate=4.0, extent=None):
+    """Boolean (n_images, H, W): pixels inside at least one kernel's support box."""
+    height, width = shape[-2], shape[-1]
+    n_images = math.prod(shape[:-2])
+    x0, x1, y0, y1 = extent if extent is not None else (0.0, width - 1.0, 0.0, height - 1.0)
+    dx = (x1 - x0) / (width - 1) if width > 1 else 1.0
+    dy = (y1 - y0) / (height - 1) if height > 1 else 1.0
+    mask = [[[False] * width for _ in range(height)] for _ in range(n_images)]
+    for k in kernels:
+        for r, c in _support(k, width, height, x0, dx, y0, dy, truncate):
+            mask[k["image"]][r][c] = True
+    return mask
