@@ -65,7 +65,7 @@ class Kernels:
                 _check_finite(name, arr, xp)
                 if name.startswith("sigma"):
                     _check_positive(name, arr, xp)
-            out[name] = xp.ascontiguousarray(xp.broadcast_to(arr, (n,)))
+            out[name] = xp.broadcast_to(arr, (n,)).copy()  # owned: later edits by the caller can't bypass validation
         self._arrays = out
         self._xp = xp
 
