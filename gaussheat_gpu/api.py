@@ -12,6 +12,9 @@ from .kernel_set import Kernels
 from .planning import make_grid, make_plan
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Asking a device for its free memory costs several microseconds (a /proc read on the host);
+# outputs below this size are allocated without asking.
+_CHECK_MEMORY_ABOVE = 64 * 2**20
 
 
 def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, extent=None,
@@ -90,7 +93,7 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
                      dtype=dtype, accumulate=accumulate, xp=module.xp)
     if out is None:
         needed = math.prod(grid.shape) * dtype.itemsize
-        free = module.free_memory()
+        free = module.free_memory() if needed > _CHECK_MEMORY_ABOVE else needed
         if needed > free:
             raise MemoryError(
                 f"an output of shape {grid.shape} and dtype {dtype.name} needs {needed / 2**30:.2f} GiB, but only "
