@@ -1,0 +1,206 @@
+"""What every benchmark shares: the error check, the reference cache, the rounds policy, the floors.
+
+Used by the pytest-benchmark suites (bench/test_*.py), the GPU script (bench/gpu_bench.py) and the
+smoke test (tests/test_bench_smoke.py), so all three check and time things the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from gaussheat_gpu import backends
+
+# Every row of a table must agree with the float64 reference of the same work to this fraction
+# of max|reference| (DESIGN.md section 3, the float32 contract) before its time is reported.
+TOLERANCE = 1e-5
+
+# Rounds policy: about ROUND_BUDGET_S of timed calls per row, at least MIN_ROUNDS when a call is
+# quick enough, never more than MAX_ROUNDS; calls faster than MIN_ROUND_S are repeated inside a
+# round so that the timer's own cost stays negligible.
+ROUND_BUDGET_S = 1.5
+MIN_ROUNDS = 3
+MAX_ROUNDS = 30
+MIN_ROUND_S = 2e-3
+SLOW_CALL_S = 1.0  # calls slower than this are timed in fewer rounds (down to 1): budget over precision
+
+
+def rel_error(out, expected) -> float:
+    """max |out - expected| / max |expected|, in float64 (0 when both are all zero).
+
+    Parameters
+    ----------
+    out : array_like
+        What was computed (NumPy or CuPy array).
+    expected : ndarray
+        The float64 reference of the same work.
+
+    Returns
+    -------
+    float
+    """
+    out = _to_host(out).astype(np.float64, copy=False)
+    expected = np.asarray(expected, dtype=np.float64)
+    if out.shape != expected.shape:
+        raise ValueError(f"shapes differ: computed {out.shape}, reference {expected.shape}")
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    diff = float(np.abs(out - expected).max()) if expected.size else 0.0
+    if scale == 0.0:
+        return 0.0 if diff == 0.0 else math.inf
+    return diff / scale
+
+
+def _to_host(a):
+    if hasattr(a, "__cuda_array_interface__"):
+        if hasattr(a, "get"):  # CuPy
+            return a.get()
+        return a.cpu().numpy()  # torch
+    return np.asarray(a)
+
+
+class ReferenceCache:
+    """Float64 NumPy renderings of workloads, computed once per run.
+
+    Keyed by the workload's shape, options and a digest of its kernel arrays, so two subsets of
+    the same size never share an entry.
+    """
+
+    def __init__(self):
+        self._cache = {}
+
+    def get(self, case) -> np.ndarray:
+        """The float64 reference of ``case`` (:meth:`Workload.reference`)."""
+        digest = hashlib.sha1(repr((case.shape, sorted(case.options.items()))).encode())
+        for column in case.kernels.as_dict().values():
+            digest.update(np.ascontiguousarray(_to_host(column)).tobytes())
+        key = digest.hexdigest()
+        if key not in self._cache:
+            self._cache[key] = case.reference()
+        return self._cache[key]
+
+
+def rounds_for(estimate_s: float) -> tuple[int, int]:
+    """How to time a call that takes about ``estimate_s`` seconds: ``(rounds, iterations)``.
+
+    Parameters
+    ----------
+    estimate_s : float
+        One warm call's duration.
+
+    Returns
+    -------
+    rounds, iterations : int
+        ``iterations`` calls per round (each round's time is divided by it), ``rounds`` rounds.
+    """
+    estimate_s = max(estimate_s, 1e-7)
+    iterations = max(1, math.ceil(MIN_ROUND_S / estimate_s))
+    per_round = estimate_s * iterations
+    rounds = int(ROUND_BUDGET_S / per_round)
+    floor = MIN_ROUNDS if per_round < SLOW_CALL_S else 1
+    return max(floor, min(MAX_ROUNDS, rounds)), iterations
+
+
+def timed(call):
+    """Run ``call()`` once; return ``(seconds, result)``."""
+    start = time.perf_counter()
+    result = call()
+    return time.perf_counter() - start, result
+
+
+# -- backends -----------------------------------------------------------------------------------
+
+DEVICE_BACKENDS = ("cupy",)
+
+
+def backend_names(device=False) -> list[str]:
+    """Backends that can run here, best first: host backends, or (``device=True``) device ones."""
+    return [name for name in backends.available() if (name in DEVICE_BACKENDS) == device]
+
+
+def render_call(case, backend, dtype="float32", out=None):
+    """A zero-argument callable rendering ``case`` with ``backend`` and returning the finished result.
+
+    Device backends are synchronised before returning, so host timers measure finished work.
+    """
+    if backend in DEVICE_BACKENDS:
+        import cupy
+
+        def call():
+            result = case.render(backend=backend, dtype=dtype, out=out)
+            cupy.cuda.get_current_stream().synchronize()
+            return result
+        return call
+    return lambda: case.render(backend=backend, dtype=dtype, out=out)
+
+
+# -- floors (W7): what the machine needs at least ----------------------------------------------
+
+def floor_threads() -> int:
+    """Threads the host floors use: every core this process may run on (what Numba uses too)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+_PARALLEL_MIN_BYTES = 4 << 20  # below this a thread hand-off costs more than the write
+_pools: dict = {}
+
+
+def _pool(threads):
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads)
+    return _pools[threads]
+
+
+def _parallel(op, arrays, threads):
+    """Apply ``op(chunk, ...)`` over equal chunks of same-shaped flat ``arrays`` on ``threads`` threads.
+
+    NumPy releases the GIL in ``fill`` and in ufunc loops, so threads scale like a native loop.
+    """
+    flat = [a.reshape(-1) for a in arrays]
+    if threads == 1 or flat[0].nbytes < _PARALLEL_MIN_BYTES:
+        op(*flat)
+        return
+    bounds = np.linspace(0, flat[0].size, threads + 1).astype(int)
+    parts = [[a[lo:hi] for a in flat] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    list(_pool(threads).map(lambda p: op(*p), parts))
+
+
+def write_reused_call(shape, dtype="float32", threads=None):
+    """A callable that overwrites one preallocated buffer of ``shape`` (the ``out=`` floor)."""
+    threads = threads or floor_threads()
+    buf = np.zeros(shape, dtype=dtype)  # zeros and one fill: pages mapped before timing starts
+    buf.fill(1.0)
+    return lambda: _parallel(lambda a: a.fill(0.0), [buf], threads)
+
+
+def write_fresh_call(shape, dtype="float32", threads=None):
+    """A callable that allocates a new buffer of ``shape`` and writes it (what ``render`` must do).
+
+    Fresh pages are faulted in by the write; the buffer is returned and dropped inside the timing,
+    like a rendered output a caller discards.
+    """
+    threads = threads or floor_threads()
+
+    def call():
+        buf = np.empty(shape, dtype=dtype)
+        _parallel(lambda a: a.fill(0.0), [buf], threads)
+        return buf
+    return call
+
+
+EXP_ELEMENTS = 1 << 23  # 32 MiB of float32 in and out: streams from memory like a real output
+
+
+def exp_call(threads=None, n=EXP_ELEMENTS):
+    """A callable computing ``np.exp`` of ``n`` float32 values into a reused buffer (SIMD exp floor)."""
+    threads = threads or floor_threads()
+    x = np.linspace(-20.0, 0.0, n, dtype=np.float32)
+    y = np.empty_like(x)
+    return lambda: _parallel(lambda a, b: np.exp(a, out=b), [x, y], threads)
