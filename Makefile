@@ -21,5 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# CPU benchmark suite: every workload against its baselines and floors, in one run (a few minutes);
+# writes bench/results/<machine>-<date>.{json,md} and prints the table.
+bench: $(STAMP)
+	$(PY) bench/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks seed.png

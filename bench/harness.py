@@ -158,13 +158,19 @@ def _pool(threads):
     return _pools[threads]
 
 
+def threads_used(nbytes, threads=None) -> int:
+    """Threads :func:`_parallel` really uses for arrays of ``nbytes`` (small ones stay on one)."""
+    threads = threads or floor_threads()
+    return 1 if nbytes < _PARALLEL_MIN_BYTES else threads
+
+
 def _parallel(op, arrays, threads):
     """Apply ``op(chunk, ...)`` over equal chunks of same-shaped flat ``arrays`` on ``threads`` threads.
 
     NumPy releases the GIL in ``fill`` and in ufunc loops, so threads scale like a native loop.
     """
     flat = [a.reshape(-1) for a in arrays]
-    if threads == 1 or flat[0].nbytes < _PARALLEL_MIN_BYTES:
+    if threads_used(flat[0].nbytes, threads) == 1:
         op(*flat)
         return
     bounds = np.linspace(0, flat[0].size, threads + 1).astype(int)

@@ -34,7 +34,7 @@ from .kernel_set import FIELDS, Kernels
 __all__ = [
     "Workload", "w1_seed", "w2_accepted_answer", "w3_large_exact", "w4_pose", "w5_crowd",
     "w6_splats", "g1_large_map", "seed_workload", "seed_loop", "centre_crop", "cpu_workloads",
-    "gpu_workloads", "CPU_IDS", "GPU_IDS",
+    "gpu_workloads", "build", "CPU_IDS", "GPU_IDS",
 ]
 
 
@@ -286,8 +286,21 @@ _BUILDERS = {
 }
 
 
+def build(workload_id, tiny=False) -> Workload:
+    """One workload by id (``"W1"`` ... ``"W6"``, ``"W4x4"``, ``"G1-map"``), full size or tiny.
+
+    Raises
+    ------
+    KeyError
+        Unknown id.
+    """
+    if workload_id not in _BUILDERS:
+        raise KeyError(f"unknown workload {workload_id!r}; known: {', '.join(_BUILDERS)}")
+    return _BUILDERS[workload_id](**(_TINY.get(workload_id, {}) if tiny else {}))
+
+
 def _build(ids, tiny) -> dict:
-    return {wid: _BUILDERS[wid](**(_TINY.get(wid, {}) if tiny else {})) for wid in ids}
+    return {wid: build(wid, tiny) for wid in ids}
 
 
 def cpu_workloads(tiny=False) -> dict:
