@@ -35,7 +35,8 @@ from gaussheat_gpu.workloads import centre_crop, seed_loop
 
 __all__ = ["Baseline", "Prepared", "BASELINES", "for_workload", "prepare", "check", "seed_python_loop", "accepted_answer",
            "scipy_mvn_per_kernel", "numpy_dense_per_kernel", "centernet_window_loop",
-           "csrnet_gaussian_filter", "splat_window_loop", "csrnet_comparable"]
+           "csrnet_gaussian_filter", "splat_window_loop", "csrnet_comparable", "support_boxes",
+           "inverse_covariance"]
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,14 @@ def numpy_dense_per_kernel(case):
     return img
 
 
-def _boxes(case):
-    """Every kernel's pixel box, (c0, c1, r0, r1), by DESIGN.md section 2's formula (pixel grid)."""
+def support_boxes(case):
+    """Every kernel's pixel box, (c0, c1, r0, r1), by DESIGN.md section 2's formula (pixel grid).
+
+    Returns
+    -------
+    c0, c1, r0, r1 : int arrays
+        Inclusive column and row ranges, clipped to the image (empty when ``c0 > c1``).
+    """
     k, t = case.kernels, case.options["truncate"]
     cos, sin = np.cos(k.theta), np.sin(k.theta)
     rx = t * np.sqrt(cos * cos * (k.sigma_x * k.sigma_x) + sin * sin * (k.sigma_y * k.sigma_y))
@@ -169,6 +176,19 @@ def _boxes(case):
     return c0, c1, r0, r1
 
 
+def inverse_covariance(case):
+    """Per-kernel S^-1 = [[a, b], [b, c]] (pixel grid): q = a u^2 + 2 b u w + c w^2.
+
+    Returns
+    -------
+    a, b, c : float64 arrays
+    """
+    k = case.kernels
+    cos, sin = np.cos(k.theta), np.sin(k.theta)
+    ixx, iyy = 1.0 / k.sigma_x ** 2, 1.0 / k.sigma_y ** 2
+    return cos * cos * ixx + sin * sin * iyy, cos * sin * (ixx - iyy), sin * sin * ixx + cos * cos * iyy
+
+
 def centernet_window_loop(case):
     """CenterNet-style targets: per keypoint, a Gaussian window merged with ``np.maximum``.
 
@@ -177,7 +197,7 @@ def centernet_window_loop(case):
     """
     k = case.kernels
     heatmaps = np.zeros(case.shape, dtype=np.float32).reshape(-1, *case.shape[-2:])
-    c0, c1, r0, r1 = _boxes(case)
+    c0, c1, r0, r1 = support_boxes(case)
     for i in range(len(k)):
         if c0[i] > c1[i] or r0[i] > r1[i]:
             continue  # keypoint's window lies outside the image
@@ -230,12 +250,8 @@ def splat_window_loop(case):
     """
     k = case.kernels
     img = np.zeros(case.shape, dtype=np.float32)
-    c0, c1, r0, r1 = _boxes(case)
-    cos, sin = np.cos(k.theta), np.sin(k.theta)
-    ixx, iyy = 1.0 / k.sigma_x ** 2, 1.0 / k.sigma_y ** 2
-    a = cos * cos * ixx + sin * sin * iyy
-    b = cos * sin * (ixx - iyy)
-    c = sin * sin * ixx + cos * cos * iyy
+    c0, c1, r0, r1 = support_boxes(case)
+    a, b, c = inverse_covariance(case)
     norm = k.amplitude / (2 * np.pi * k.sigma_x * k.sigma_y)
     for i in range(len(k)):
         if c0[i] > c1[i] or r0[i] > r1[i]:

@@ -53,7 +53,7 @@ class Floor:
     size: int
     unit: str = "B"  # "B" for bytes, "elements"
     workload: str = ""
-    threads: int = 1
+    threads: int = 1  # host threads used; 0 for device floors
 
     @property
     def rate(self) -> float:
@@ -143,10 +143,10 @@ def _slug(text, limit) -> str:
 
 
 def machine_name(info) -> str:
-    """Short, filename-safe machine name: host, CPU model and core count (GPU name for GPU runs)."""
-    parts = [_slug(info.get("node") or "host", 20), _slug(info.get("cpu", ""), 24), f"{info.get('cores')}c"]
+    """Short, filename-safe machine name: host, CPU model and core count; ``gpu-<device>`` for GPU runs."""
     if info.get("device"):
-        parts = ["gpu", _slug(info["device"], 24)] + parts[:1]
+        return f"gpu-{_slug(info['device'], 32)}"
+    parts = [_slug(info.get("node") or "host", 20), _slug(info.get("cpu", ""), 24), f"{info.get('cores')}c"]
     return "-".join(p for p in parts if p)
 
 
@@ -228,8 +228,8 @@ def floors_table(results) -> str:
     lines = ["| output of | size | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for workload, found in by_workload.items():
         size = next(iter(found.values()))
-        cells = [f"{fmt_seconds(found[n].median_s)} ({_fmt_rate(found[n])}, {found[n].threads} thr)"
-                 if n in found else "" for n in names]
+        cells = [f"{fmt_seconds(found[n].median_s)} ({_fmt_rate(found[n])}"
+                 + (f", {found[n].threads} thr)" if found[n].threads else ")") if n in found else "" for n in names]
         lines.append(f"| {workload} | {_fmt_size(size.size, size.unit)} | " + " | ".join(cells) + " |")
     others = [f for f in results.floors if not f.workload]
     if others:
@@ -266,7 +266,7 @@ def markdown(results) -> str:
            "Median of warm calls (float32 outputs for gaussheat). *speed-up*: the baseline's median over this "
            "row's. *x floor*: median over the time to "
            + ("allocate and write an output of the workload's size (`write-fresh` below)"
-              if floor_name == "write-fresh" else f"the `{floor_name}` floor below")
+              if floor_name == "write-fresh" else f"the `{floor_name}` floor of the workload's output below")
            + ". *max rel err*: max |out - ref| / max |ref| against the float64 NumPy reference of the same work "
            "(checked before timing). *first call*: the first call in the benchmark process (includes JIT "
            "compilation or cache loading; earlier workloads may have compiled shared code).", "",
