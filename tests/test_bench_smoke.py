@@ -1,0 +1,147 @@
+"""Keeps the benchmark suite runnable: one tiny round of each workload, backend and baseline.
+
+Nothing is timed here. Each baseline must agree with the float64 reference of the same work (the
+check the benchmark makes before timing it), each available host backend must render each tiny
+workload within the float32 contract, and the report, README and GPU-script plumbing must work.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ is a package at the repository root, not installed
+    sys.path.insert(0, str(ROOT))
+
+from bench import baselines, dense, first_call, harness, readme_table, report  # noqa: E402
+from gaussheat_gpu import workloads  # noqa: E402
+
+TINY = workloads.cpu_workloads(tiny=True)
+# Timed parts small enough for a test: the seed loop on an 8x8 crop, CSRNet on 10 heads.
+PARTS = {"W1-seed-loop": 8, "W5-csrnet-filter": 10}
+
+
+@pytest.fixture(scope="module")
+def references():
+    return harness.ReferenceCache()
+
+
+def test_full_size_workloads_are_the_designed_cases():
+    expected = {  # DESIGN.md section 5: shape, kernels, combine, normalize, truncate
+        "W1": ((512, 512), 2, "por", "pdf", None),
+        "W2": ((100, 100), 2, "sum", "pdf", None),
+        "W3": ((4096, 4096), 16, "sum", "pdf", None),
+        "W4": ((64, 256, 256), 64 * 17, "max", "peak", 3.0),
+        "W5": ((768, 1024), 2000, "sum", "count", 3.0),
+        "W6": ((1024, 1024), 100_000, "sum", "pdf", 3.0),
+        "W4x4": ((256, 256, 256), 256 * 17, "max", "peak", 3.0),
+        "G1-map": ((16384, 16384), 1_000_000, "sum", "pdf", 3.0),
+    }
+    cases = {**workloads.cpu_workloads(), **workloads.gpu_workloads()}
+    for wid, (shape, n, combine, normalize, truncate) in expected.items():
+        case = cases[wid]
+        assert (case.shape, len(case.kernels)) == (shape, n), wid
+        assert (case.options["combine"], case.options["normalize"], case.options["truncate"]) == \
+            (combine, normalize, truncate), wid
+    assert cases["W2"].options["extent"] == (-3.0, 3.0, -3.0, 3.0)
+    assert np.any(cases["W6"].kernels.theta != 0) and np.any(cases["W3"].kernels.sigma_x != cases["W3"].kernels.sigma_y)
+    assert np.any(cases["W4"].kernels.x % 1 != 0)  # sub-pixel keypoints
+    # Fixed seeds: building twice gives the same kernels.
+    assert np.array_equal(workloads.w6_splats(n_splats=50).kernels.x, workloads.w6_splats(n_splats=50).kernels.x)
+
+
+@pytest.mark.parametrize("backend", harness.backend_names())
+@pytest.mark.parametrize("workload_id", workloads.CPU_IDS)
+def test_backend_renders_tiny_workload(references, workload_id, backend):
+    case = TINY[workload_id]
+    out = harness.render_call(case, backend)()
+    assert out.shape == case.shape and out.dtype == np.float32
+    assert harness.rel_error(out, references.get(case)) <= harness.TOLERANCE
+
+
+@pytest.mark.parametrize("baseline", baselines.BASELINES, ids=lambda b: b.id)
+def test_baseline_agrees_with_reference(references, baseline):
+    prepared = baselines.prepare(baseline, TINY[baseline.workload], references, PARTS.get(baseline.id))
+    error, note = baselines.check(prepared, prepared.call())
+    assert error <= harness.TOLERANCE, note
+    assert prepared.scale >= 1
+
+
+def test_seed_loop_crop_matches_seed_formula():
+    case = workloads.seed_workload()
+    crop = workloads.seed_loop(case, rows=4, cols=4)
+    rows, cols = workloads.centre_crop(case.shape, 4, 4)
+    y, x = np.mgrid[rows, cols]
+    p1 = np.exp(-((x - 256) ** 2 + (y - 256) ** 2) / (2 * 20 ** 2)) / (2 * np.pi * 400)
+    p2 = np.exp(-((x - 260) ** 2 / (2 * 40 ** 2) + (y - 250) ** 2 / (2 * 80 ** 2))) / (2 * np.pi * 40 * 80)
+    np.testing.assert_allclose(crop, 1 - (1 - p1) * (1 - p2), rtol=1e-12)
+
+
+def test_csrnet_check_uses_only_comparable_heads():
+    case = workloads.w5_crowd()
+    heads = baselines.csrnet_comparable(case)
+    sigma = case.kernels.sigma_x[heads]
+    assert 0 < len(heads) < len(case.kernels)
+    assert np.array_equal((3 * sigma + 0.5).astype(int), np.floor(3 * sigma).astype(int))
+
+
+@pytest.mark.parametrize("workload_id", workloads.GPU_IDS)
+def test_dense_broadcast_baseline_on_host(references, workload_id):
+    # The G1 baseline's code, run with NumPy: small blocks force the image and kernel chunking.
+    case = workloads.gpu_workloads(tiny=True)[workload_id]
+    out = dense.dense_broadcast(case, dense.numpy_ops(), max_block=4 * 48 * 48)
+    assert out.shape == case.shape
+    assert harness.rel_error(out, references.get(case)) <= harness.TOLERANCE
+
+
+def test_rounds_policy():
+    assert harness.rounds_for(10.0) == (1, 1)
+    rounds, iterations = harness.rounds_for(1e-5)
+    assert iterations * 1e-5 >= harness.MIN_ROUND_S and harness.MIN_ROUNDS <= rounds <= harness.MAX_ROUNDS
+
+
+def test_floor_calls_write_what_they_claim():
+    shape = (64, 64)
+    assert harness.write_fresh_call(shape)().shape == shape
+    harness.write_reused_call((1024, 2048))()  # large enough to be split across threads
+    harness.exp_call(n=1 << 20)()
+
+
+def test_report_and_readme_section(tmp_path, references):
+    case = TINY["W4"]
+    rows = [report.Row(case.id, case.title, "baseline", "centernet-loop", 2e-3, 3e-8),
+            report.Row(case.id, case.title, "backend", "numpy (float32)", 1e-3, 3e-8, first_call_s=4e-3)]
+    floors = [report.Floor("write-fresh", 1e-5, case.output_bytes(), workload=case.id),
+              report.Floor("exp-float32", 1e-3, 1 << 20, unit="elements")]
+    results = report.Results(machine=report.machine_info(), rows=rows, floors=floors,
+                             relevant_floor="write-fresh", command="make bench", date="2000-01-01")
+    json_path, md_path = report.write_results(results, "test-machine", tmp_path)
+    text = md_path.read_text()
+    assert "2x vs centernet-loop" in text and "| 100 |" in text  # speed-up, multiple of the floor
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{readme_table.START}\nold\n{readme_table.END}\nrest\n")
+    assert readme_table.main(["--readme", str(readme), "--results-dir", str(tmp_path)]) == 0
+    updated = readme.read_text()
+    assert "old" not in updated and "2x vs centernet-loop" in updated and updated.endswith("rest\n")
+    assert report.Results.from_dict(__import__("json").loads(json_path.read_text())).rows == rows
+
+
+def test_first_call_in_new_process():
+    (result,) = first_call.measure("numpy", ["W2"], tiny=True)
+    assert result["cold_first_call_s"] > 0 and result["warm_first_call_s"] > 0
+
+
+def test_gpu_bench_fails_clearly_without_a_gpu():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("CuPy is installed: make gpu-check runs the GPU script itself")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_bench.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "G1 needs a CUDA GPU" in done.stderr and "CuPy" in done.stderr
