@@ -84,13 +84,15 @@ class ReferenceCache:
         return self._cache[key]
 
 
-def rounds_for(estimate_s: float) -> tuple[int, int]:
+def rounds_for(estimate_s: float, budget_s: float = ROUND_BUDGET_S) -> tuple[int, int]:
     """How to time a call that takes about ``estimate_s`` seconds: ``(rounds, iterations)``.
 
     Parameters
     ----------
     estimate_s : float
         One warm call's duration.
+    budget_s : float
+        About how long all rounds together may take.
 
     Returns
     -------
@@ -100,9 +102,40 @@ def rounds_for(estimate_s: float) -> tuple[int, int]:
     estimate_s = max(estimate_s, 1e-7)
     iterations = max(1, math.ceil(MIN_ROUND_S / estimate_s))
     per_round = estimate_s * iterations
-    rounds = int(ROUND_BUDGET_S / per_round)
+    rounds = int(budget_s / per_round)
     floor = MIN_ROUNDS if per_round < SLOW_CALL_S else 1
     return max(floor, min(MAX_ROUNDS, rounds)), iterations
+
+
+def record_benchmark(benchmark, call, *, workload, kind, method, rel_error, estimate_s, scale=1.0, timed_part="",
+                     first_call_s=None, note=""):
+    """Attach what the report needs to a pytest-benchmark fixture, then time ``call`` with the rounds policy.
+
+    Everything but the timing goes to ``benchmark.extra_info``, so the JSON file pytest-benchmark
+    writes is the only record bench/run.py reads.
+
+    Parameters
+    ----------
+    benchmark : pytest_benchmark.fixture.BenchmarkFixture
+    call : callable
+        Zero-argument; already checked and warmed up.
+    workload : Workload
+    kind : {"baseline", "backend"}
+    method : str
+    rel_error : float
+        From the check made before timing.
+    estimate_s : float
+        One warm call's duration (sets rounds and iterations).
+    scale, timed_part, first_call_s, note
+        As in :class:`bench.report.Row`.
+    """
+    benchmark.group = workload.id
+    rounds, iterations = rounds_for(estimate_s)
+    benchmark.extra_info.update(
+        workload=workload.id, workload_title=workload.title, kind=kind, method=method, rel_error=rel_error,
+        scale=scale, timed_part=timed_part, first_call_s=first_call_s, note=note,
+        output_bytes=workload.output_bytes())
+    benchmark.pedantic(call, rounds=rounds, iterations=iterations, warmup_rounds=0)
 
 
 def timed(call):
@@ -148,7 +181,7 @@ def floor_threads() -> int:
         return os.cpu_count() or 1
 
 
-_PARALLEL_MIN_BYTES = 4 << 20  # below this a thread hand-off costs more than the write
+_PARALLEL_MIN_BYTES = 1 << 20  # below this a thread hand-off surely costs more than the write
 _pools: dict = {}
 
 
@@ -162,6 +195,16 @@ def threads_used(nbytes, threads=None) -> int:
     """Threads :func:`_parallel` really uses for arrays of ``nbytes`` (small ones stay on one)."""
     threads = threads or floor_threads()
     return 1 if nbytes < _PARALLEL_MIN_BYTES else threads
+
+
+def floor_thread_counts() -> list[int]:
+    """Thread counts each host floor is measured with; the report keeps the fastest.
+
+    One thread wins below a few MiB (a hand-off costs more than the write) and often up to tens
+    of MiB on small VMs; every core wins on large fresh buffers. Measuring both keeps the floor a
+    floor on any machine.
+    """
+    return sorted({1, floor_threads()})
 
 
 def _parallel(op, arrays, threads):

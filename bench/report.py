@@ -254,8 +254,9 @@ def machine_line(info) -> str:
     """One sentence naming the machine."""
     where = f"{info['device']} on " if info.get("device") else ""
     versions = ", ".join(f"{p} {info[p]}" for p in ("numpy", "scipy", "numba", "cupy", "torch") if info.get(p))
+    numba = f", Numba threads {info['numba_threads']}" if info.get("numba_threads") else ""
     return (f"{where}`{machine_name(info)}`: {info['cpu']}, {info['cores']} cores usable, "
-            f"{info['threads']} threads; Python {info['python']}, {versions}")
+            f"host floors on up to {info['threads']} threads{numba}; Python {info['python']}, {versions}")
 
 
 def markdown(results) -> str:

@@ -8,7 +8,6 @@ times warm calls only.
 import pytest
 
 from bench import harness
-from bench.conftest import record
 from gaussheat_gpu import workloads
 
 
@@ -21,5 +20,5 @@ def test_backend(benchmark, cases, references, workload_id, backend):
     error = harness.rel_error(out, references.get(case))
     assert error <= harness.TOLERANCE, f"{backend} on {workload_id}: error {error:.3g} > {harness.TOLERANCE}"
     estimate_s, _ = harness.timed(call)
-    record(benchmark, call, workload=case, kind="backend", method=f"{backend} (float32)", rel_error=error,
-           first_call_s=first_s, estimate_s=estimate_s)
+    harness.record_benchmark(benchmark, call, workload=case, kind="backend", method=f"{backend} (float32)",
+                             rel_error=error, first_call_s=first_s, estimate_s=estimate_s)

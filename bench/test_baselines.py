@@ -7,7 +7,6 @@ on a part of the workload (a crop, the first kernels) record their scale; the re
 import pytest
 
 from bench import baselines, harness
-from bench.conftest import record
 
 
 @pytest.mark.parametrize("baseline", baselines.BASELINES, ids=lambda b: b.id)
@@ -17,5 +16,6 @@ def test_baseline(benchmark, cases, references, baseline):
     estimate_s, out = harness.timed(prepared.call)
     error, note = baselines.check(prepared, out)
     assert error <= harness.TOLERANCE, f"{baseline.id}: error {error:.3g} > {harness.TOLERANCE} ({note})"
-    record(benchmark, prepared.call, workload=case, kind="baseline", method=baseline.name, rel_error=error,
-           scale=prepared.scale, timed_part=prepared.timed_part, note=note, estimate_s=estimate_s)
+    harness.record_benchmark(benchmark, prepared.call, workload=case, kind="baseline", method=baseline.name,
+                             rel_error=error, scale=prepared.scale, timed_part=prepared.timed_part, note=note,
+                             estimate_s=estimate_s)
