@@ -203,8 +203,8 @@ def speedups(row, rows) -> str:
 
 def main_table(results, link_titles=True) -> str:
     """The workload x method table (markdown)."""
-    lines = ["| workload | method | median | speed-up | x floor | max rel err | first call |",
-             "|---|---|---:|---|---:|---:|---:|"]
+    lines = ["| workload | method | median | speed-up | x floor | max rel err | first call | rounds |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
     order = list(dict.fromkeys(r.workload for r in results.rows))
     for workload in order:
         rows = [r for r in results.rows if r.workload == workload]
@@ -213,8 +213,9 @@ def main_table(results, link_titles=True) -> str:
         for i, row in enumerate(rows):
             head = f"{workload}: {row.title}" if i == 0 else ""
             x_floor = f"{row.median_s / floor.median_s:.3g}" if floor else ""
+            rounds = f"{row.rounds}" + (f"x{row.iterations}" if row.iterations > 1 else "") if row.rounds else ""
             lines.append(f"| {head} | {_method_label(row)} | {fmt_seconds(row.median_s)} | {speedups(row, rows)} "
-                         f"| {x_floor} | {row.rel_error:.1e} | {fmt_seconds(row.first_call_s)} |")
+                         f"| {x_floor} | {row.rel_error:.1e} | {fmt_seconds(row.first_call_s)} | {rounds} |")
     return "\n".join(lines)
 
 
@@ -270,7 +271,8 @@ def markdown(results) -> str:
               if floor_name == "write-fresh" else f"the `{floor_name}` floor of the workload's output below")
            + ". *max rel err*: max |out - ref| / max |ref| against the float64 NumPy reference of the same work "
            "(checked before timing). *first call*: the first call in the benchmark process (includes JIT "
-           "compilation or cache loading; earlier workloads may have compiled shared code).", "",
+           "compilation or cache loading; earlier workloads may have compiled shared code). *rounds*: timed "
+           "rounds (x calls per round when a call is short).", "",
            main_table(results), "", "## Floors", "", floors_table(results)]
     if results.first_calls:
         out += ["", "## First call in a new process", "",
