@@ -145,3 +145,53 @@ def test_gpu_bench_fails_clearly_without_a_gpu():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "G1 needs a CUDA GPU" in done.stderr and "CuPy" in done.stderr
+
+
+def _numpy_standing_in_for_cupy():
+    """A module with the few CuPy names bench/gpu_bench.py uses, backed by NumPy and perf_counter."""
+    import time
+    import types
+
+    class Event:
+        def record(self):
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    class Stream:
+        def synchronize(self):
+            pass
+
+    class Pool:
+        def free_all_blocks(self):
+            pass
+
+    cuda = types.SimpleNamespace(
+        Event=Event, get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3, get_current_stream=Stream,
+        Device=lambda: types.SimpleNamespace(id=0),
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDeviceProperties=lambda i: {"name": b"Stand-in"}))
+    fake = types.ModuleType("cupy")
+    fake.__dict__.update(asarray=np.asarray, asnumpy=np.asarray, zeros=np.zeros, ones=np.ones, empty_like=np.empty_like,
+                         exp=np.exp, maximum=np.maximum, copyto=np.copyto, float32=np.float32, ndarray=np.ndarray,
+                         cuda=cuda, __version__="stand-in", get_default_memory_pool=Pool)
+    return fake
+
+
+def test_gpu_bench_flow_with_a_stand_in_device(monkeypatch, tmp_path):
+    # No GPU here: run the GPU script's whole flow with NumPy standing in for CuPy and the NumPy
+    # backend for the cupy backend, so a GPU session does not find its bugs first.
+    from bench import gpu_bench
+    from gaussheat_gpu import backends
+    from gaussheat_gpu.backends import numpy_backend
+
+    monkeypatch.setitem(sys.modules, "cupy", _numpy_standing_in_for_cupy())
+    monkeypatch.setitem(backends._loaded, "cupy", numpy_backend)
+    monkeypatch.setattr(backends, "unavailable_reason", lambda name: None)
+    monkeypatch.setattr(gpu_bench, "_torch_cuda", lambda: None)
+    assert gpu_bench.main(["--tiny", "--out-dir", str(tmp_path)]) == 0
+    (md,) = tmp_path.glob("gpu-stand-in-tiny-*.md")
+    text = md.read_text()
+    for wid in workloads.GPU_IDS:
+        assert f"| {wid}: " in text
+    assert "vs cupy-dense" in text and "device-copy" in text and "Failed" not in text
