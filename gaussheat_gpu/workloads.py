@@ -368,7 +368,8 @@ def seed_loop(case=None, rows=None, cols=None) -> np.ndarray:
         raise ValueError("seed_loop computes the seed's semantics only: pixel grid, axis-aligned, por of pdfs, exact")
     height, width = case.shape[-2:]
     row_slice, col_slice = centre_crop(case.shape, rows or height, cols or width)
-    kernels = [(k.y, k.x, k.sy, k.sx) for k in _rows(case.kernels)]
+    k = case.kernels
+    kernels = list(zip(k.y.tolist(), k.x.tolist(), k.sigma_y.tolist(), k.sigma_x.tolist()))
     density = np.zeros((row_slice.stop - row_slice.start, col_slice.stop - col_slice.start))
     for i, y in enumerate(range(row_slice.start, row_slice.stop)):
         for j, x in enumerate(range(col_slice.start, col_slice.stop)):
@@ -377,16 +378,3 @@ def seed_loop(case=None, rows=None, cols=None) -> np.ndarray:
                 complement *= 1.0 - norm.pdf(y, loc=mu_y, scale=sigma_y) * norm.pdf(x, loc=mu_x, scale=sigma_x)
             density[i, j] += 1.0 - complement
     return density
-
-
-@dataclass(frozen=True)
-class _Row:
-    x: float
-    y: float
-    sx: float
-    sy: float
-
-
-def _rows(kernels):
-    return [_Row(float(x), float(y), float(sx), float(sy)) for x, y, sx, sy in
-            zip(kernels.x, kernels.y, kernels.sigma_x, kernels.sigma_y)]
