@@ -108,7 +108,7 @@ def rounds_for(estimate_s: float, budget_s: float = ROUND_BUDGET_S) -> tuple[int
 
 
 def record_benchmark(benchmark, call, *, workload, kind, method, rel_error, estimate_s, scale=1.0, timed_part="",
-                     first_call_s=None, note=""):
+                     first_call_s=None, note="", floor=""):
     """Attach what the report needs to a pytest-benchmark fixture, then time ``call`` with the rounds policy.
 
     Everything but the timing goes to ``benchmark.extra_info``, so the JSON file pytest-benchmark
@@ -126,14 +126,14 @@ def record_benchmark(benchmark, call, *, workload, kind, method, rel_error, esti
         From the check made before timing.
     estimate_s : float
         One warm call's duration (sets rounds and iterations).
-    scale, timed_part, first_call_s, note
+    scale, timed_part, first_call_s, note, floor
         As in :class:`bench.report.Row`.
     """
     benchmark.group = workload.id
     rounds, iterations = rounds_for(estimate_s)
     benchmark.extra_info.update(
         workload=workload.id, workload_title=workload.title, kind=kind, method=method, rel_error=rel_error,
-        scale=scale, timed_part=timed_part, first_call_s=first_call_s, note=note,
+        scale=scale, timed_part=timed_part, first_call_s=first_call_s, note=note, floor=floor,
         output_bytes=workload.output_bytes())
     benchmark.pedantic(call, rounds=rounds, iterations=iterations, warmup_rounds=0)
 

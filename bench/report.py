@@ -42,6 +42,7 @@ class Row:
     iterations: int = 1
     first_call_s: float | None = None
     note: str = ""
+    floor: str = ""  # Floor.name this row is divided by; "" for the run's relevant_floor
 
 
 @dataclass
@@ -75,8 +76,10 @@ class Results:
     notes: list = field(default_factory=list)
     raw: dict | None = None  # e.g. pytest-benchmark's own JSON
 
-    def floor_for(self, workload) -> Floor | None:
-        return next((f for f in self.floors if f.name == self.relevant_floor and f.workload == workload), None)
+    def floor_for(self, workload, name="") -> Floor | None:
+        """The floor ``name`` (default the run's ``relevant_floor``) measured for ``workload``'s output."""
+        name = name or self.relevant_floor
+        return next((f for f in self.floors if f.name == name and f.workload == workload), None)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,6 +112,14 @@ def _version(package):
         return None
 
 
+def _numba_threads():
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.config.NUMBA_NUM_THREADS  # what parallel=True kernels use (NUMBA_NUM_THREADS or every core)
+
+
 def machine_info(device=None, threads=None) -> dict:
     """Where a run happened: host, CPU, cores the process may use, library versions, GPU if any.
 
@@ -131,7 +142,7 @@ def machine_info(device=None, threads=None) -> dict:
                 python=platform.python_version(), system=f"{platform.system()} {platform.machine()}")
     for package in ("numpy", "scipy", "numba", "gaussheat_gpu"):
         info[package] = _version(package)
-    info["numba_threads"] = os.environ.get("NUMBA_NUM_THREADS") or (cores if info["numba"] else None)
+    info["numba_threads"] = _numba_threads()
     if device:
         info["device"] = device
     return info
@@ -209,8 +220,8 @@ def main_table(results, link_titles=True) -> str:
     for workload in order:
         rows = [r for r in results.rows if r.workload == workload]
         rows.sort(key=lambda r: (r.kind != "baseline",))  # baselines first, then backends
-        floor = results.floor_for(workload)
         for i, row in enumerate(rows):
+            floor = results.floor_for(workload, row.floor)
             head = f"{workload}: {row.title}" if i == 0 else ""
             x_floor = f"{row.median_s / floor.median_s:.3g}" if floor else ""
             rounds = f"{row.rounds}" + (f"x{row.iterations}" if row.iterations > 1 else "") if row.rounds else ""
@@ -267,7 +278,8 @@ def markdown(results) -> str:
            f"Machine: {machine_line(results.machine)}.  ", f"Command: `{results.command}`.", "",
            "Median of warm calls (float32 outputs for gaussheat). *speed-up*: the baseline's median over this "
            "row's. *x floor*: median over the time to "
-           + ("allocate and write an output of the workload's size (`write-fresh` below)"
+           + ("allocate and write an output of the workload's size (`write-fresh` below; rows rendering "
+              "into a caller's buffer with `out=` are divided by `write-reused`)"
               if floor_name == "write-fresh" else f"the `{floor_name}` floor of the workload's output below")
            + ". *max rel err*: max |out - ref| / max |ref| against the float64 NumPy reference of the same work "
            "(checked before timing). *first call*: the first call in the benchmark process (includes JIT "
