@@ -195,3 +195,21 @@ def test_gpu_bench_flow_with_a_stand_in_device(monkeypatch, tmp_path):
     for wid in workloads.GPU_IDS:
         assert f"| {wid}: " in text
     assert "vs cupy-dense" in text and "device-copy" in text and "Failed" not in text
+
+
+def test_runner_reads_pytest_benchmark_json():
+    # bench/run.py's only input is pytest-benchmark's JSON with our extra_info: rows are scaled,
+    # and of the floors measured at several thread counts the fastest is kept.
+    from bench import run
+
+    row = dict(workload="W6", workload_title="t", kind="baseline", method="splat-loop", rel_error=1e-7, scale=20.0,
+               timed_part="first 5,000 kernels", first_call_s=None, note="", floor="")
+    floor = dict(kind="floor", floor="write-fresh", workload="W6", bytes=4 << 20)
+    data = {"benchmarks": [
+        {"extra_info": row, "stats": {"median": 0.07, "rounds": 3, "iterations": 1}},
+        {"extra_info": {**floor, "threads": 1}, "stats": {"median": 3e-4, "rounds": 30, "iterations": 1}},
+        {"extra_info": {**floor, "threads": 2}, "stats": {"median": 2e-4, "rounds": 30, "iterations": 1}},
+    ]}
+    rows, floors = run.rows_and_floors(data)
+    assert rows[0].median_s == pytest.approx(1.4) and rows[0].measured_median_s == 0.07
+    assert len(floors) == 1 and floors[0].threads == 2 and floors[0].median_s == 2e-4
