@@ -1,0 +1,488 @@
+"""Numba backend: compiled CPU kernels, parallel over row bands of every image.
+
+How a plan is evaluated (see :mod:`gaussheat_gpu.planning` for the columns of ``params``/``boxes``):
+
+1. ``_bin_kernels`` (serial, compiled) lists the kernels of each row band, ``BAND_HEIGHT`` rows of
+   one image, as a CSR list (a counting sort: cheaper than NumPy's argsort for 100k kernels), and
+   lays out one slot per column of every axis-aligned kernel.
+2. ``_render_bands`` (parallel) first prepares every kernel once (``prange`` over kernels):
+   axis-aligned kernels get their column factors (one ``exp``, or one ``erf`` difference for
+   ``integral``, per column), normalised to a peak of 1 and trimmed where they fall below 2**-60
+   of that peak; ``count`` kernels get their sum over the box, in float64. Then each band
+   (``prange`` over bands) zeroes its rows unless accumulating and walks its kernel list:
+
+   * axis-aligned: one ``exp`` per row, then a multiply-combine along the row (vectorised);
+   * rotated: ``g(u, w) = exp(-(A u^2 + 2 B u w + C w^2) / 2)`` is stepped down the rows with
+     ``g(u, w + 1) = g(u, w) * s(u, w)`` and ``s(u, w + 1) = s(u, w) * exp(-C)``, both vectors
+     over the row, so each pixel costs three multiplies and no ``exp``; the starting row is made
+     the same way along the columns. Both recurrences restart from exact ``exp`` values every
+     ``RESTART`` steps, which bounds their relative error to a few hundred float64 ulps
+     (~1e-13, against the 1e-12 of DESIGN.md section 3). Kernels whose far corners would
+     underflow or overflow a step ratio fall back to one ``exp`` per pixel.
+
+   Values whose float32 result would be subnormal are flushed to 0 (subnormals cost 2-4x).
+3. A sum of axis-aligned kernels that each cover most of a large image (``truncate=None``) is the
+   rank-K product ``GY.T @ GX`` of their row and column factors: BLAS does that faster than a loop.
+
+Modes are run-time integer switches, so each compiled function has two specialisations at most
+(float32 and float64 output).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, COMBINE_CODES, NORMALIZE_CODES, P_A,
+                        P_B, P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL,
+                        P_SIGMA_ROW)
+from . import host_free_memory as free_memory  # noqa: F401  (backend interface)
+
+try:
+    import numba
+    from numba import njit, prange
+except ImportError as _exc:  # the registry reports the reason; nothing below is compiled
+    numba = None
+    _IMPORT_ERROR = _exc
+
+    def njit(*args, **kwargs):
+        return (lambda f: f) if not (len(args) == 1 and callable(args[0])) else args[0]
+
+    prange = range
+else:
+    _IMPORT_ERROR = None
+
+xp = np
+
+BAND_HEIGHT = 64  # rows per parallel task: 16-row bands were slower (PERFORMANCE-NOTES)
+RESTART = 32  # recurrence steps between exact exp restarts
+LOG_FLUSH = -60.0 * math.log(2.0)  # factors below 2**-60 of their peak are dropped
+# Step ratios and values are only stepped when every exponent stays inside this (float64 safe) range.
+SAFE_EXPONENT = 600.0
+DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the BLAS path
+DENSE_MAX_KERNELS = 64  # past this many kernels per image, the GEMM's rank is too high to pay
+
+SUM = COMBINE_CODES["sum"]
+MAX = COMBINE_CODES["max"]
+POR = COMBINE_CODES["por"]
+INTEGRAL = NORMALIZE_CODES["integral"]
+COUNT = NORMALIZE_CODES["count"]
+_SQRT_HALF = math.sqrt(0.5)
+
+
+def unavailable_reason():
+    """``None`` when Numba imports, else why not and how to install it."""
+    if numba is None:
+        return f"numba cannot be imported ({_IMPORT_ERROR}); pip install numba"
+    return None
+
+
+def render(plan, out):
+    """Evaluate ``plan`` into ``out`` with compiled, multi-threaded CPU kernels.
+
+    Parameters
+    ----------
+    plan : gaussheat_gpu.planning.Plan
+        What to render: grid, modes and per-kernel coefficients (NumPy arrays).
+    out : numpy.ndarray
+        C-contiguous, ``plan.grid.shape``, ``plan.dtype`` (float32 or float64). Every pixel is
+        overwritten, or combined with its current value when ``plan.accumulate``.
+
+    Notes
+    -----
+    Axis-aligned sums whose kernels each cover most of a large image are rendered as one BLAS
+    matrix product per image; everything else goes through the band kernels. Both agree with the
+    NumPy backend within the bounds of DESIGN.md section 3.
+    """
+    grid = plan.grid
+    images = out.reshape(grid.n_images, grid.height, grid.width)
+    n_kernels = plan.params.shape[0]
+    if n_kernels == 0:
+        if not plan.accumulate:
+            images.fill(0)
+        return
+    combine = COMBINE_CODES[plan.combine]
+    normalize = NORMALIZE_CODES[plan.normalize]
+    if _dense_pays(plan, combine):
+        _render_dense(plan, images, normalize)
+        return
+    offsets, kernel_ids, col_offsets = _bin_kernels(plan.boxes, plan.params, grid.n_images, grid.height,
+                                                    BAND_HEIGHT)
+    column_factors = np.empty(col_offsets[-1], dtype=out.dtype)
+    _render_bands(plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, images,
+                  BAND_HEIGHT, combine, normalize, plan.accumulate)
+
+
+# -- planning helpers --------------------------------------------------------------------------
+
+@njit(cache=True)
+def _bin_kernels(boxes, params, n_images, height, band_height):
+    """CSR list of kernels per (image, band), plan order kept, and column-factor slots.
+
+    Returns
+    -------
+    offsets : (n_images * n_bands + 1,) int64
+    kernel_ids : int64, kernels of band ``t`` at ``offsets[t]:offsets[t + 1]``
+    col_offsets : (M + 1,) int64, axis-aligned kernel ``k`` owns ``col_offsets[k]:col_offsets[k + 1]``
+    """
+    n_kernels = boxes.shape[0]
+    n_bands = (height + band_height - 1) // band_height
+    n_tiles = n_images * n_bands
+    counts = np.zeros(n_tiles + 1, dtype=np.int64)
+    col_offsets = np.empty(n_kernels + 1, dtype=np.int64)
+    col_offsets[0] = 0
+    for k in range(n_kernels):
+        first = boxes[k, B_IMAGE] * n_bands
+        for band in range(boxes[k, B_ROW0] // band_height, boxes[k, B_ROW1] // band_height + 1):
+            counts[first + band + 1] += 1
+        width = boxes[k, B_COL1] - boxes[k, B_COL0] + 1 if params[k, P_B] == 0.0 else 0
+        col_offsets[k + 1] = col_offsets[k] + width
+    for t in range(n_tiles):
+        counts[t + 1] += counts[t]
+    offsets = counts.copy()
+    kernel_ids = np.empty(counts[n_tiles], dtype=np.int64)
+    for k in range(n_kernels):
+        first = boxes[k, B_IMAGE] * n_bands
+        for band in range(boxes[k, B_ROW0] // band_height, boxes[k, B_ROW1] // band_height + 1):
+            kernel_ids[counts[first + band]] = k
+            counts[first + band] += 1
+    return offsets, kernel_ids, col_offsets
+
+
+# -- 1-D factors -------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _cell_mass(offset, sigma):
+    """Normal(0, sigma) mass of the unit cell ``offset`` pixels from the mean (numpy_backend.cell_mass)."""
+    d = abs(offset)
+    lo = (d - 0.5) / sigma * _SQRT_HALF
+    hi = (d + 0.5) / sigma * _SQRT_HALF
+    if lo >= 0:  # both edges on one side: an erfc difference keeps the far tail's precision
+        return 0.5 * (math.erfc(lo) - math.erfc(hi))
+    return 0.5 * (math.erf(hi) - math.erf(lo))
+
+
+@njit(cache=True, inline="always")
+def _factor(offset, coef, shift, sigma, normalize):
+    """One axis of a separable kernel at ``offset`` pixels from its centre."""
+    if normalize == INTEGRAL:
+        return _cell_mass(offset, sigma)
+    return math.exp(-0.5 * (coef * offset * offset - shift))
+
+
+@njit(cache=True, inline="always")
+def _nearest(centre, lo, hi):
+    """The integer in [lo, hi] nearest ``centre`` (where a unimodal factor peaks)."""
+    return min(max(math.floor(centre + 0.5), lo), hi)
+
+
+# -- per-kernel preparation ---------------------------------------------------------------------
+
+@njit(cache=True)
+def _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info):
+    """Column factors of axis-aligned kernel ``k``, normalised to peak 1 and trimmed; its row scale.
+
+    ``info[k]`` receives (row scale, first kept column, last kept column): the row factor of row
+    ``r`` is ``row scale * factor(r)``, the pixel value ``row factor * column factor``.
+    """
+    p = params[k]
+    c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
+    cx, cy = p[P_CX], p[P_CY]
+    peak_col = _factor(_nearest(cx, c0, c1) - cx, p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
+    base = col_offsets[k] - c0
+    col_sum = 0.0
+    first, last = c1 + 1, c0 - 1
+    for c in range(c0, c1 + 1):
+        g = _factor(c - cx, p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
+        col_sum += g
+        if g >= peak_col * 2.0 ** -60:  # the kept columns are contiguous (unimodal factor)
+            first = min(first, c)
+            last = c
+        column_factors[base + c] = g / peak_col
+    scale = p[P_SCALE]
+    if normalize == COUNT:  # divide by the kernel's sum over its box, taken in float64
+        row_sum = 0.0
+        for r in range(r0, r1 + 1):
+            row_sum += _factor(r - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+        scale = scale / (col_sum * row_sum)
+    info[k, 0] = scale * peak_col
+    info[k, 1] = first
+    info[k, 2] = last
+
+
+@njit(cache=True)
+def _rotated_is_safe(p, c0, c1, r0, r1):
+    """Whether every exponent the recurrences meet over the box stays in [-SAFE, SAFE].
+
+    ``q``, the step exponents and ``A``, ``C`` are convex or linear in (u, w), so their extremes over
+    the box lie on its corners (one pixel past them for the steps).
+    """
+    a, b, c = p[P_A], p[P_B], p[P_C]
+    shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
+    if a > SAFE_EXPONENT or c > SAFE_EXPONENT:
+        return False
+    for u in (c0 - p[P_CX] - 1.0, c1 - p[P_CX] + 1.0):
+        for w in (r0 - p[P_CY] - 1.0, r1 - p[P_CY] + 1.0):
+            if 0.5 * (a * u * u + 2.0 * b * u * w + c * w * w - shift) > SAFE_EXPONENT:
+                return False
+            if abs(0.5 * (a * (2.0 * u + 1.0) + 2.0 * b * w)) > SAFE_EXPONENT:
+                return False
+            if abs(0.5 * (c * (2.0 * w + 1.0) + 2.0 * b * u)) > SAFE_EXPONENT:
+                return False
+    return True
+
+
+@njit(cache=True)
+def _start_row(p, row, c0, n, values, steps):
+    """Exact-enough ``g`` and down-step ratios ``s`` of one row of a rotated kernel, columns c0..c0+n-1.
+
+    Along the row, ``g`` steps by ``r(u) = exp(-(A (2u + 1) + 2 B w) / 2)`` with ``r(u+1) = r(u) exp(-A)``
+    and ``s`` by ``exp(-B)``; both restart from exact exps every ``RESTART`` columns.
+    """
+    a, b, c = p[P_A], p[P_B], p[P_C]
+    shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
+    w = row - p[P_CY]
+    step_a = math.exp(-a)
+    step_b = math.exp(-b)
+    j = 0
+    while j < n:
+        u = c0 + j - p[P_CX]
+        g = math.exp(-0.5 * (a * u * u + 2.0 * b * u * w + c * w * w - shift))
+        ratio = math.exp(-0.5 * (a * (2.0 * u + 1.0) + 2.0 * b * w))
+        s = math.exp(-0.5 * (c * (2.0 * w + 1.0) + 2.0 * b * u))
+        for i in range(j, min(n, j + RESTART)):
+            values[i] = g
+            steps[i] = s
+            g *= ratio
+            ratio *= step_a
+            s *= step_b
+        j += RESTART
+
+
+@njit(cache=True)
+def _rotated_sum(p, c0, c1, r0, r1, values, steps):
+    """Sum of ``g`` over the box of a rotated kernel, in float64 (for ``count``)."""
+    a, b, c = p[P_A], p[P_B], p[P_C]
+    n = c1 - c0 + 1
+    total = 0.0
+    if not _rotated_is_safe(p, c0, c1, r0, r1):
+        shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
+        for r in range(r0, r1 + 1):
+            w = r - p[P_CY]
+            for col in range(c0, c1 + 1):
+                u = col - p[P_CX]
+                total += math.exp(-0.5 * (a * u * u + 2.0 * b * u * w + c * w * w - shift))
+        return total
+    step_c = math.exp(-c)
+    for block in range(r0, r1 + 1, RESTART):
+        _start_row(p, block, c0, n, values, steps)
+        for r in range(block, min(r1 + 1, block + RESTART)):
+            row_total = 0.0
+            for j in range(n):
+                row_total += values[j]
+                values[j] *= steps[j]
+                steps[j] *= step_c
+            total += row_total
+    return total
+
+
+# -- combining a row ------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _flush(v, tiny):
+    """``v``, or 0 when it would be subnormal in the output dtype."""
+    return v if abs(v) >= tiny else v * 0
+
+
+@njit(cache=True)
+def _combine_separable_row(row, factors, base, first, last, row_factor, combine, tiny):
+    """row[c] <- combine(row[c], row_factor * factors[base + c]) for c in first..last."""
+    if combine == SUM:
+        for c in range(first, last + 1):
+            row[c] += _flush(row_factor * factors[base + c], tiny)
+    elif combine == MAX:
+        for c in range(first, last + 1):
+            row[c] = max(row[c], _flush(row_factor * factors[base + c], tiny))
+    else:
+        for c in range(first, last + 1):
+            v = _flush(row_factor * factors[base + c], tiny)
+            s = row[c]
+            row[c] = s + v * (1 - s)
+
+
+@njit(cache=True)
+def _combine_rotated_row(row, c0, n, values, steps, step_c, scale, combine, tiny):
+    """Combine ``scale * values`` into row[c0:c0+n], then step ``values`` one row down."""
+    zero = row[0] * 0
+    if combine == SUM:
+        for j in range(n):
+            v = scale * values[j]
+            row[c0 + j] += v if abs(v) >= tiny else zero
+            values[j] *= steps[j]
+            steps[j] *= step_c
+    elif combine == MAX:
+        for j in range(n):
+            v = scale * values[j]
+            row[c0 + j] = max(row[c0 + j], v if abs(v) >= tiny else zero)
+            values[j] *= steps[j]
+            steps[j] *= step_c
+    else:
+        for j in range(n):
+            v = scale * values[j]
+            vv = v if abs(v) >= tiny else zero
+            s = row[c0 + j]
+            row[c0 + j] = s + vv * (1 - s)
+            values[j] *= steps[j]
+            steps[j] *= step_c
+
+
+@njit(cache=True)
+def _combine_exact_row(row, p, r, c0, c1, scale, combine, tiny):
+    """One exp per pixel: rotated kernels whose recurrences could underflow or overflow."""
+    a, b, c = p[P_A], p[P_B], p[P_C]
+    shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
+    w = r - p[P_CY]
+    zero = row[0] * 0
+    for col in range(c0, c1 + 1):
+        u = col - p[P_CX]
+        v = scale * math.exp(-0.5 * (a * u * u + 2.0 * b * u * w + c * w * w - shift))
+        vv = v if abs(v) >= tiny else zero
+        s = row[col]
+        if combine == SUM:
+            row[col] = s + vv
+        elif combine == MAX:
+            row[col] = max(s, vv)
+        else:
+            row[col] = s + vv * (1 - s)
+
+
+# -- the parallel kernel --------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factors, images, band_height,
+                  combine, normalize, accumulate):
+    """Prepare every kernel, then render every (image, band) tile; see the module docstring."""
+    n_kernels = params.shape[0]
+    n_images, height, width = images.shape
+    n_bands = (height + band_height - 1) // band_height
+    tiny = np.finfo(images.dtype).tiny
+    # info[k]: axis-aligned (row scale, first column, last column); rotated (scale, safe, 0).
+    info = np.empty((n_kernels, 3), dtype=np.float64)
+    for k in prange(n_kernels):
+        if params[k, P_B] == 0.0:
+            _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info)
+        else:
+            p = params[k]
+            c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
+            scale = p[P_SCALE]
+            if normalize == COUNT:
+                values = np.empty(c1 - c0 + 1)
+                steps = np.empty(c1 - c0 + 1)
+                scale = scale / _rotated_sum(p, c0, c1, r0, r1, values, steps)
+            info[k, 0] = scale
+            info[k, 1] = 1.0 if _rotated_is_safe(p, c0, c1, r0, r1) else 0.0
+            info[k, 2] = 0.0
+    for tile in prange(n_images * n_bands):
+        image = tile // n_bands
+        band_first = (tile % n_bands) * band_height
+        band_last = min(height, band_first + band_height) - 1
+        if not accumulate:
+            images[image, band_first:band_last + 1, :] = 0
+        values = np.empty(width)
+        steps = np.empty(width)
+        for j in range(offsets[tile], offsets[tile + 1]):
+            k = kernel_ids[j]
+            p = params[k]
+            c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
+            r_first = max(boxes[k, B_ROW0], band_first)
+            r_last = min(boxes[k, B_ROW1], band_last)
+            if p[P_B] == 0.0:
+                first, last = int(info[k, 1]), int(info[k, 2])
+                if first > last:
+                    continue
+                base = col_offsets[k] - c0
+                row_scale = info[k, 0]
+                cy = p[P_CY]
+                peak_row = _factor(_nearest(cy, boxes[k, B_ROW0], boxes[k, B_ROW1]) - cy, p[P_C],
+                                   p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+                for r in range(r_first, r_last + 1):
+                    g = _factor(r - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+                    row_factor = row_scale * g
+                    if g < peak_row * 2.0 ** -60 or abs(row_factor) < tiny:
+                        continue
+                    _combine_separable_row(images[image, r], column_factors, base, first, last,
+                                           images.dtype.type(row_factor), combine, tiny)
+            elif info[k, 1] != 0.0:
+                n = c1 - c0 + 1
+                step_c = math.exp(-p[P_C])
+                for block in range(r_first, r_last + 1, RESTART):
+                    _start_row(p, block, c0, n, values, steps)
+                    for r in range(block, min(r_last + 1, block + RESTART)):
+                        _combine_rotated_row(images[image, r], c0, n, values, steps, step_c, info[k, 0],
+                                             combine, tiny)
+            else:
+                for r in range(r_first, r_last + 1):
+                    _combine_exact_row(images[image, r], p, r, c0, c1, info[k, 0], combine, tiny)
+
+
+# -- dense sums through BLAS ----------------------------------------------------------------------
+
+def _dense_pays(plan, combine):
+    """A sum of few axis-aligned kernels, each covering at least half of a large image."""
+    grid = plan.grid
+    if combine != SUM or plan.accumulate or not plan.axis_aligned or grid.n_images != 1:
+        return False
+    if grid.height * grid.width < DENSE_MIN_PIXELS or plan.n_kernels > DENSE_MAX_KERNELS:
+        return False
+    boxes = plan.boxes
+    areas = (boxes[:, B_COL1] - boxes[:, B_COL0] + 1) * (boxes[:, B_ROW1] - boxes[:, B_ROW0] + 1)
+    return bool(areas.min() * 2 >= grid.height * grid.width)
+
+
+@njit(parallel=True, cache=True)
+def _dense_factors(params, boxes, normalize, col_factors, row_factors):
+    """Rows of ``col_factors`` (K, W) and ``row_factors`` (K, H): zero outside each box, scale in rows.
+
+    Column factors are normalised to a peak of 1. Float32 factors are trimmed so that no product of
+    two kept factors is subnormal: columns below 2**-50 of their peak and row factors below 2**-76
+    are dropped; float64 ones below 2**-60 of their peak.
+    """
+    float32 = col_factors.dtype == np.float32
+    col_floor = 2.0 ** -50 if float32 else 2.0 ** -60
+    row_floor = 2.0 ** -76 if float32 else 0.0
+    for k in prange(params.shape[0]):
+        p = params[k]
+        c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
+        r0, r1 = boxes[k, B_ROW0], boxes[k, B_ROW1]
+        cx, cy = p[P_CX], p[P_CY]
+        peak_col = _factor(_nearest(cx, c0, c1) - cx, p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
+        peak_row = _factor(_nearest(cy, r0, r1) - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+        col_factors[k, :] = 0
+        row_factors[k, :] = 0
+        col_sum = 0.0
+        for c in range(c0, c1 + 1):
+            g = _factor(c - cx, p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
+            col_sum += g
+            if g >= peak_col * col_floor:
+                col_factors[k, c] = g / peak_col
+        row_sum = 0.0
+        for r in range(r0, r1 + 1):
+            row_sum += _factor(r - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+        scale = p[P_SCALE] * peak_col
+        if normalize == COUNT:
+            scale = scale / (col_sum * row_sum)
+        for r in range(r0, r1 + 1):
+            g = _factor(r - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+            v = scale * g
+            if g >= peak_row * 2.0 ** -60 and abs(v) >= row_floor:
+                row_factors[k, r] = v
+
+
+def _render_dense(plan, images, normalize):
+    grid = plan.grid
+    dtype = images.dtype
+    col_factors = np.empty((plan.n_kernels, grid.width), dtype=dtype)
+    row_factors = np.empty((plan.n_kernels, grid.height), dtype=dtype)
+    _dense_factors(plan.params, plan.boxes, normalize, col_factors, row_factors)
+    np.dot(row_factors.T, col_factors, out=images[0])
