@@ -189,8 +189,12 @@ def bin_kernels(plan: Plan, tile_height: int, tile_width: int):
     total = int(per_kernel.sum()) if plan.n_kernels else 0
     if total == 0:
         return xp.zeros(n_tiles + 1, dtype=xp.int64), xp.zeros(0, dtype=xp.int64)
-    kernel_ids = xp.repeat(xp.arange(plan.n_kernels, dtype=xp.int64), per_kernel)
-    starts = xp.cumsum(per_kernel) - per_kernel
+    ends = xp.cumsum(per_kernel)
+    if xp is np:
+        kernel_ids = np.repeat(np.arange(plan.n_kernels, dtype=np.int64), per_kernel)
+    else:  # CuPy's repeat takes no array of counts
+        kernel_ids = xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right")
+    starts = ends - per_kernel
     local = xp.arange(total, dtype=xp.int64) - starts[kernel_ids]
     n_cols_k = n_cols[kernel_ids]
     tile_row = tr0[kernel_ids] + local // n_cols_k
