@@ -28,3 +28,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks seed.png
+
+# On a machine with a CUDA GPU and CuPy installed (no network, no venv): the GPU tests, then the G1
+# benchmark, which writes bench/results/gpu-<device>-<date>.{json,md}.
+gpu-check:
+	PYTHONPATH=. python3 -m pytest --gpu -p no:cacheprovider tests/test_cupy.py tests/test_equality.py tests/test_cuda_sources.py
+	PYTHONPATH=. python3 bench/gpu_bench.py
