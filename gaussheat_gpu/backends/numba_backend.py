@@ -213,128 +213,153 @@ def _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors,
 
 @njit(cache=True)
 def _rotated_is_safe(p, c0, c1, r0, r1):
-    """Whether every exponent the recurrences meet over the box stays in [-SAFE, SAFE].
+    """Whether every exponent the recurrences of ``_rotated_block`` meet stays within +-SAFE_EXPONENT.
 
-    ``q``, the step exponents and ``A``, ``C`` are convex or linear in (u, w), so their extremes over
-    the box lie on its corners (one pixel past them for the steps).
+    Those exponents are ``A u^2/2 + B u w``, ``C w^2/2``, their unit steps and ``B u``: for fixed
+    ``w`` convex or linear in ``u`` and linear or convex in ``w``, so their largest magnitudes over
+    the box lie on its corners (widened by one pixel for the steps).
     """
     a, b, c = p[P_A], p[P_B], p[P_C]
-    shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
-    if a > SAFE_EXPONENT or c > SAFE_EXPONENT:
+    if max(a, abs(b), c, 0.5 * (p[P_SHIFT_COL] + p[P_SHIFT_ROW])) > SAFE_EXPONENT:
         return False
     for u in (c0 - p[P_CX] - 1.0, c1 - p[P_CX] + 1.0):
+        if abs(b * u) > SAFE_EXPONENT:
+            return False
         for w in (r0 - p[P_CY] - 1.0, r1 - p[P_CY] + 1.0):
-            if 0.5 * (a * u * u + 2.0 * b * u * w + c * w * w - shift) > SAFE_EXPONENT:
+            if abs(0.5 * a * u * u + b * u * w) > SAFE_EXPONENT or 0.5 * c * w * w > SAFE_EXPONENT:
                 return False
-            if abs(0.5 * (a * (2.0 * u + 1.0) + 2.0 * b * w)) > SAFE_EXPONENT:
+            if abs(0.5 * a * (2.0 * u + 1.0) + b * w) > SAFE_EXPONENT:
                 return False
-            if abs(0.5 * (c * (2.0 * w + 1.0) + 2.0 * b * u)) > SAFE_EXPONENT:
+            if abs(0.5 * c * (2.0 * w + 1.0)) > SAFE_EXPONENT:
                 return False
     return True
 
 
 @njit(cache=True)
-def _start_row(p, row, c0, n, values, steps):
-    """Exact-enough ``g`` and down-step ratios ``s`` of one row of a rotated kernel, columns c0..c0+n-1.
+def _start_columns(p, c0, n, w, column, ratio_x):
+    """For ``u_j = c0 + j - cx``, j < n: ``column[j] = exp(-(A u_j^2/2 + B u_j w))`` and
+    ``ratio_x[j] = exp(-B u_j)``, the factor that moves ``column[j]`` one row down.
 
-    Along the row, ``g`` steps by ``r(u) = exp(-(A (2u + 1) + 2 B w) / 2)`` with ``r(u+1) = r(u) exp(-A)``
-    and ``s`` by ``exp(-B)``; both restart from exact exps every ``RESTART`` columns.
+    Stepped along the row (``column`` by ``exp(-(A (2u + 1)/2 + B w))``, which itself steps by
+    ``exp(-A)``; ``ratio_x`` by ``exp(-B)``), restarting from exact exps every ``RESTART`` columns.
     """
-    a, b, c = p[P_A], p[P_B], p[P_C]
-    shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
-    w = row - p[P_CY]
+    a, b = p[P_A], p[P_B]
     step_a = math.exp(-a)
     step_b = math.exp(-b)
     j = 0
     while j < n:
         u = c0 + j - p[P_CX]
-        g = math.exp(-0.5 * (a * u * u + 2.0 * b * u * w + c * w * w - shift))
-        ratio = math.exp(-0.5 * (a * (2.0 * u + 1.0) + 2.0 * b * w))
-        s = math.exp(-0.5 * (c * (2.0 * w + 1.0) + 2.0 * b * u))
+        g = math.exp(-(0.5 * a * u * u + b * u * w))
+        ratio = math.exp(-(0.5 * a * (2.0 * u + 1.0) + b * w))
+        x = math.exp(-b * u)
         for i in range(j, min(n, j + RESTART)):
-            values[i] = g
-            steps[i] = s
+            column[i] = g
+            ratio_x[i] = x
             g *= ratio
             ratio *= step_a
-            s *= step_b
+            x *= step_b
         j += RESTART
 
 
 @njit(cache=True)
-def _rotated_sum(p, c0, c1, r0, r1, values, steps):
-    """Sum of ``g`` over the box of a rotated kernel, in float64 (for ``count``)."""
-    a, b, c = p[P_A], p[P_B], p[P_C]
+def _rotated_block(image, p, r_first, r_last, c0, c1, scale, combine, tiny, column, ratio_x, total):
+    """Rows r_first..r_last of rotated kernel ``p`` over columns c0..c1.
+
+    ``g = exp(-(A u^2 + 2 B u w + C w^2 - shift)/2)`` is ``row(w) * column_w(u)`` with
+    ``row(w) = exp(-(C w^2 - shift)/2)`` and ``column_w(u) = exp(-(A u^2/2 + B u w))``; one row
+    down, ``column`` is multiplied by ``ratio_x = exp(-B u)`` and ``row`` by a step that itself steps
+    by ``exp(-C)``. So a pixel costs two multiplies, and the relative error grows linearly down the
+    rows (a few hundred ulps at most, before the exact restart every ``RESTART`` rows).
+
+    With ``total`` of length 1 the values are summed into ``total[0]`` (for ``count``) and
+    ``image`` is left alone; otherwise ``scale * g`` is combined into ``image`` (2-D).
+    """
     n = c1 - c0 + 1
-    total = 0.0
-    if not _rotated_is_safe(p, c0, c1, r0, r1):
-        shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
-        for r in range(r0, r1 + 1):
-            w = r - p[P_CY]
-            for col in range(c0, c1 + 1):
-                u = col - p[P_CX]
-                total += math.exp(-0.5 * (a * u * u + 2.0 * b * u * w + c * w * w - shift))
-        return total
+    c = p[P_C]
+    shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
     step_c = math.exp(-c)
-    for block in range(r0, r1 + 1, RESTART):
-        _start_row(p, block, c0, n, values, steps)
-        for r in range(block, min(r1 + 1, block + RESTART)):
-            row_total = 0.0
-            for j in range(n):
-                row_total += values[j]
-                values[j] *= steps[j]
-                steps[j] *= step_c
-            total += row_total
+    col = column[:n]
+    down = ratio_x[:n]
+    summing = total.size == 1
+    for block in range(r_first, r_last + 1, RESTART):
+        w = block - p[P_CY]
+        _start_columns(p, c0, n, w, column, ratio_x)
+        row_factor = math.exp(-0.5 * (c * w * w - shift))
+        row_step = math.exp(-0.5 * c * (2.0 * w + 1.0))
+        for r in range(block, min(r_last + 1, block + RESTART)):
+            if summing:
+                row_total = 0.0
+                for i in range(n):
+                    row_total += col[i]
+                    col[i] *= down[i]
+                total[0] += row_factor * row_total
+            else:
+                _combine_rotated_row(image[r, c0:c1 + 1], col, down, scale * row_factor, combine, tiny)
+            row_factor *= row_step
+            row_step *= step_c
+
+
+@njit(cache=True)
+def _exact_sum(p, c0, c1, r0, r1):
+    """Sum of ``g`` over the box with one exp per pixel (kernels the recurrences cannot step)."""
+    a, b, c = p[P_A], p[P_B], p[P_C]
+    shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
+    total = 0.0
+    for r in range(r0, r1 + 1):
+        w = r - p[P_CY]
+        for col in range(c0, c1 + 1):
+            u = col - p[P_CX]
+            total += math.exp(-0.5 * (a * u * u + 2.0 * b * u * w + c * w * w - shift))
     return total
 
 
 # -- combining a row ------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
-def _flush(v, tiny):
-    """``v``, or 0 when it would be subnormal in the output dtype."""
-    return v if abs(v) >= tiny else v * 0
+# The row loops below index views with their range variable only: an index like ``base + c`` keeps
+# Numba's negative-index check in the loop and stops LLVM from vectorising it (3x slower).
+
+@njit(cache=True)
+def _combine_separable_row(row, factors, row_factor, combine, tiny):
+    """row[i] <- combine(row[i], row_factor * factors[i]); products below ``tiny`` count as 0."""
+    zero = row.dtype.type(0)
+    one = row.dtype.type(1)
+    if combine == SUM:
+        for i in range(row.size):
+            v = row_factor * factors[i]
+            row[i] += v if abs(v) >= tiny else zero
+    elif combine == MAX:
+        for i in range(row.size):
+            v = row_factor * factors[i]
+            row[i] = max(row[i], v if abs(v) >= tiny else zero)
+    else:
+        for i in range(row.size):
+            v = row_factor * factors[i]
+            s = row[i]
+            row[i] = s + (v if abs(v) >= tiny else zero) * (one - s)
 
 
 @njit(cache=True)
-def _combine_separable_row(row, factors, base, first, last, row_factor, combine, tiny):
-    """row[c] <- combine(row[c], row_factor * factors[base + c]) for c in first..last."""
+def _combine_rotated_row(row, column, down, row_factor, combine, tiny):
+    """Combine ``row_factor * column`` into ``row`` (float64 products, flushed below ``tiny``), then
+    move ``column`` one row down (``column *= down``)."""
+    zero = row.dtype.type(0)
+    one = row.dtype.type(1)
     if combine == SUM:
-        for c in range(first, last + 1):
-            row[c] += _flush(row_factor * factors[base + c], tiny)
+        for i in range(row.size):
+            v = row_factor * column[i]
+            row[i] += row.dtype.type(v) if abs(v) >= tiny else zero
+            column[i] *= down[i]
     elif combine == MAX:
-        for c in range(first, last + 1):
-            row[c] = max(row[c], _flush(row_factor * factors[base + c], tiny))
+        for i in range(row.size):
+            v = row_factor * column[i]
+            row[i] = max(row[i], row.dtype.type(v) if abs(v) >= tiny else zero)
+            column[i] *= down[i]
     else:
-        for c in range(first, last + 1):
-            v = _flush(row_factor * factors[base + c], tiny)
-            s = row[c]
-            row[c] = s + v * (1 - s)
-
-
-@njit(cache=True)
-def _combine_rotated_row(row, c0, n, values, steps, step_c, scale, combine, tiny):
-    """Combine ``scale * values`` into row[c0:c0+n], then step ``values`` one row down."""
-    zero = row[0] * 0
-    if combine == SUM:
-        for j in range(n):
-            v = scale * values[j]
-            row[c0 + j] += v if abs(v) >= tiny else zero
-            values[j] *= steps[j]
-            steps[j] *= step_c
-    elif combine == MAX:
-        for j in range(n):
-            v = scale * values[j]
-            row[c0 + j] = max(row[c0 + j], v if abs(v) >= tiny else zero)
-            values[j] *= steps[j]
-            steps[j] *= step_c
-    else:
-        for j in range(n):
-            v = scale * values[j]
-            vv = v if abs(v) >= tiny else zero
-            s = row[c0 + j]
-            row[c0 + j] = s + vv * (1 - s)
-            values[j] *= steps[j]
-            steps[j] *= step_c
+        for i in range(row.size):
+            v = row_factor * column[i]
+            s = row[i]
+            row[i] = s + (row.dtype.type(v) if abs(v) >= tiny else zero) * (one - s)
+            column[i] *= down[i]
 
 
 @njit(cache=True)
@@ -366,7 +391,8 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
     n_kernels = params.shape[0]
     n_images, height, width = images.shape
     n_bands = (height + band_height - 1) // band_height
-    tiny = np.finfo(images.dtype).tiny
+    tiny = np.finfo(images.dtype).tiny  # smallest normal number of the output dtype
+    tiny_out = images.dtype.type(tiny)
     # info[k]: axis-aligned (row scale, first column, last column); rotated (scale, safe, 0).
     info = np.empty((n_kernels, 3), dtype=np.float64)
     for k in prange(n_kernels):
@@ -375,22 +401,33 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
         else:
             p = params[k]
             c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
+            safe = _rotated_is_safe(p, c0, c1, r0, r1)
             scale = p[P_SCALE]
             if normalize == COUNT:
-                values = np.empty(c1 - c0 + 1)
-                steps = np.empty(c1 - c0 + 1)
-                scale = scale / _rotated_sum(p, c0, c1, r0, r1, values, steps)
+                if safe:
+                    total = np.zeros(1)
+                    column = np.empty(c1 - c0 + 1)
+                    ratio_x = np.empty(c1 - c0 + 1)
+                    _rotated_block(images[0], p, r0, r1, c0, c1, 1.0, combine, tiny, column, ratio_x, total)
+                    scale = scale / total[0]
+                else:
+                    scale = scale / _exact_sum(p, c0, c1, r0, r1)
             info[k, 0] = scale
-            info[k, 1] = 1.0 if _rotated_is_safe(p, c0, c1, r0, r1) else 0.0
+            info[k, 1] = 1.0 if safe else 0.0
             info[k, 2] = 0.0
     for tile in prange(n_images * n_bands):
         image = tile // n_bands
         band_first = (tile % n_bands) * band_height
         band_last = min(height, band_first + band_height) - 1
-        if not accumulate:
-            images[image, band_first:band_last + 1, :] = 0
-        values = np.empty(width)
-        steps = np.empty(width)
+        if not accumulate:  # an explicit loop: Numba's slice assignment is several times slower
+            zero = images.dtype.type(0)
+            for r in range(band_first, band_last + 1):
+                row = images[image, r]
+                for i in range(width):
+                    row[i] = zero
+        column = np.empty(width)  # scratch of _rotated_block
+        ratio_x = np.empty(width)
+        no_total = np.empty(0)
         for j in range(offsets[tile], offsets[tile + 1]):
             k = kernel_ids[j]
             p = params[k]
@@ -402,6 +439,7 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
                 if first > last:
                     continue
                 base = col_offsets[k] - c0
+                factors = column_factors[base + first:base + last + 1]
                 row_scale = info[k, 0]
                 cy = p[P_CY]
                 peak_row = _factor(_nearest(cy, boxes[k, B_ROW0], boxes[k, B_ROW1]) - cy, p[P_C],
@@ -411,16 +449,11 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
                     row_factor = row_scale * g
                     if g < peak_row * 2.0 ** -60 or abs(row_factor) < tiny:
                         continue
-                    _combine_separable_row(images[image, r], column_factors, base, first, last,
-                                           images.dtype.type(row_factor), combine, tiny)
+                    _combine_separable_row(images[image, r, first:last + 1], factors,
+                                           images.dtype.type(row_factor), combine, tiny_out)
             elif info[k, 1] != 0.0:
-                n = c1 - c0 + 1
-                step_c = math.exp(-p[P_C])
-                for block in range(r_first, r_last + 1, RESTART):
-                    _start_row(p, block, c0, n, values, steps)
-                    for r in range(block, min(r_last + 1, block + RESTART)):
-                        _combine_rotated_row(images[image, r], c0, n, values, steps, step_c, info[k, 0],
-                                             combine, tiny)
+                _rotated_block(images[image], p, r_first, r_last, c0, c1, info[k, 0], combine, tiny, column,
+                               ratio_x, no_total)
             else:
                 for r in range(r_first, r_last + 1):
                     _combine_exact_row(images[image, r], p, r, c0, c1, info[k, 0], combine, tiny)
@@ -448,7 +481,7 @@ def _dense_factors(params, boxes, normalize, col_factors, row_factors):
     two kept factors is subnormal: columns below 2**-50 of their peak and row factors below 2**-76
     are dropped; float64 ones below 2**-60 of their peak.
     """
-    float32 = col_factors.dtype == np.float32
+    float32 = col_factors.itemsize == 4
     col_floor = 2.0 ** -50 if float32 else 2.0 ** -60
     row_floor = 2.0 ** -76 if float32 else 0.0
     for k in prange(params.shape[0]):
