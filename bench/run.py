@@ -97,6 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-first-call", action="store_true", help="skip the new-process first-call measurements")
     args = parser.parse_args(argv)
 
+    load_start = os.getloadavg()[0]  # other processes on a small machine move every timing: say so
     with tempfile.TemporaryDirectory() as tmp:
         json_path, junit_path = Path(tmp) / "bench.json", Path(tmp) / "junit.xml"
         status = run_pytest(json_path, junit_path, tiny=args.tiny, select=args.select)
@@ -116,9 +117,13 @@ def main(argv=None) -> int:
                 calls += first_call.measure(backend, workload_ids, tiny=args.tiny)
 
     info = report.machine_info(threads=harness.floor_threads())
+    info["load_average"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     command = "make bench" + (" (tiny workloads)" if args.tiny else "")
     notes = [f"Backends measured: {', '.join(harness.backend_names() + harness.backend_names(device=True))} "
-             f"(gh.available_backends() = {harness.backends.available()})."]
+             f"(gh.available_backends() = {harness.backends.available()}).",
+             f"1-minute load average {load_start:.2f} when the run started and {os.getloadavg()[0]:.2f} when it "
+             f"ended, on {info['cores']} cores (the run itself adds up to {info['cores']}); other processes "
+             f"sharing the cores slow multi-threaded rows most."]
     results = report.Results(machine=info, rows=rows, floors=floors, relevant_floor="write-fresh",
                              command=command, first_calls=calls, failures=failed, notes=notes, raw=bench_json)
     prefix = report.machine_name(info) + ("-tiny" if args.tiny else "")
