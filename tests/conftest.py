@@ -45,11 +45,11 @@ FAST_BACKENDS = [
 ALL_BACKENDS = [pytest.param("numpy", id="numpy"), *FAST_BACKENDS]
 
 
-@pytest.fixture(params=ALL_BACKENDS)
+@pytest.fixture(params=ALL_BACKENDS, scope="session")
 def backend(request):
     return request.param
 
 
-@pytest.fixture(params=FAST_BACKENDS)
+@pytest.fixture(params=FAST_BACKENDS, scope="session")
 def fast_backend(request):
     return request.param

@@ -56,3 +56,17 @@ def kernel_dicts(kernels):
     """Kernels as the list of dicts tests/naive.py takes."""
     cols = {k: v.tolist() for k, v in kernels.as_dict().items()}
     return [{k: cols[k][i] for k in cols} for i in range(len(kernels))]
+
+
+TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+# float32 cannot carry five digits near its subnormal range (below ~1e-38): an image whose
+# largest value is under this floor is compared absolutely, at the tolerance times the floor.
+FLOAT32_FLOOR = 1e-30
+
+
+def allowed_error(expected, dtype):
+    """Largest |actual - expected| DESIGN.md section 3 allows for an output of ``dtype``."""
+    dtype = np.dtype(dtype)
+    scale = float(np.abs(expected).max()) if np.size(expected) else 0.0
+    floor = FLOAT32_FLOOR if dtype == np.float32 else np.finfo(np.float64).tiny
+    return TOLERANCE[dtype] * max(scale, floor)

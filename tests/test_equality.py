@@ -15,9 +15,7 @@ from hypothesis import strategies as st
 import gaussheat_gpu as gh
 from gaussheat_gpu._xp import to_host
 from naive import naive_support_mask
-from strategies import kernel_dicts, render_cases
-
-TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+from strategies import allowed_error, kernel_dicts, render_cases
 
 
 def reference(kernels, shape, **options):
@@ -27,9 +25,8 @@ def reference(kernels, shape, **options):
 def assert_matches_reference(actual, expected, kernels, shape, options, dtype):
     actual = to_host(actual)
     assert actual.shape == tuple(shape) and actual.dtype == np.dtype(dtype)
-    scale = np.abs(expected).max() if expected.size else 0.0
     err = np.abs(actual.astype(np.float64) - expected).max() if expected.size else 0.0
-    assert err <= TOLERANCE[np.dtype(dtype)] * max(scale, np.finfo(np.float64).tiny), (err, scale)
+    assert err <= allowed_error(expected, dtype), (err, np.abs(expected).max())
     inside = np.array(naive_support_mask(kernel_dicts(kernels), shape, options["truncate"],
                                          options["extent"])).reshape(shape)
     assert not actual[~inside].any(), "nonzero pixel outside every support"
@@ -56,8 +53,7 @@ def test_backend_accumulates_into_out_like_reference(backend, case, dtype):
     result = gh.render(kernels, shape, backend=backend, out=out, accumulate=True, **options)
     assert result is out
     actual = to_host(out).astype(np.float64)
-    scale = np.abs(expected).max()
-    assert np.abs(actual - expected).max() <= TOLERANCE[np.dtype(dtype)] * scale
+    assert np.abs(actual - expected).max() <= allowed_error(expected, dtype)
 
 
 def test_out_is_overwritten_without_accumulate(backend):
