@@ -201,7 +201,12 @@ def bin_kernels(plan: Plan, tile_height: int, tile_width: int):
     tile_col = tc0[kernel_ids] + local % n_cols_k
     image = boxes[kernel_ids, B_IMAGE]
     tile = (image * n_tile_rows + tile_row) * n_tile_cols + tile_col
-    order = xp.argsort(tile, kind="stable") if xp is np else xp.argsort(tile * plan.n_kernels + kernel_ids)
+    if xp is not np:  # CuPy's argsort is not stable: make the key unique, kernel order within a tile
+        order = xp.argsort(tile * plan.n_kernels + kernel_ids)
+    elif n_tiles <= 1 << 16:  # NumPy's stable sort is a radix sort on 16-bit keys: ~10x faster
+        order = np.argsort(tile.astype(np.uint16), kind="stable")
+    else:
+        order = np.argsort(tile, kind="stable")
     counts = xp.bincount(tile, minlength=n_tiles)
     offsets = xp.zeros(n_tiles + 1, dtype=xp.int64)
     offsets[1:] = xp.cumsum(counts)
