@@ -1,0 +1,262 @@
+"""Numba-specific tests: the kernels' Python bodies (JIT disabled), the BLAS dense path, ``out=`` and
+``accumulate``, row bands, batches and reversed extents, against the NumPy float64 reference.
+
+The cross-backend equality suite (tests/test_equality.py) covers random inputs in every mode; these
+tests aim at the paths that only the Numba backend has.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gaussheat_gpu as gh
+
+pytest.importorskip("numba")
+from gaussheat_gpu.backends import numba_backend  # noqa: E402
+
+TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference(kernels, shape, **options):
+    return gh.render(kernels, shape, backend="numpy", dtype="float64", **options)
+
+
+def relative_error(actual, expected):
+    scale = np.abs(expected).max()
+    assert scale > 0, "the case renders nothing: it cannot tell right from wrong"
+    return np.abs(np.asarray(actual, dtype=np.float64) - expected).max() / scale
+
+
+def assert_close(actual, expected, dtype):
+    assert actual.dtype == np.dtype(dtype) and actual.shape == expected.shape
+    assert relative_error(actual, expected) <= TOLERANCE[dtype]
+    assert not actual[expected == 0].any(), "nonzero pixel where the reference has none"
+
+
+def mixed_kernels(n, width, height, rng, rotated=True, n_images=1, sigma=(0.5, 12.0)):
+    return gh.Kernels(
+        x=rng.uniform(-10, width + 10, n), y=rng.uniform(-10, height + 10, n),
+        sigma_x=rng.uniform(*sigma, n), sigma_y=rng.uniform(*sigma, n),
+        theta=rng.uniform(-np.pi, np.pi, n) if rotated else 0.0,
+        amplitude=rng.uniform(0.2, 1.0, n), image=rng.integers(0, n_images, n))
+
+
+def test_registered_and_available():
+    assert numba_backend.unavailable_reason() is None
+    assert numba_backend.xp is np
+    assert "numba" in gh.available_backends()
+    assert numba_backend.free_memory() > 0
+
+
+# -- (1) the kernels' Python bodies, JIT disabled -------------------------------------------------
+
+NO_JIT_SCRIPT = textwrap.dedent("""
+    import json, numpy as np, gaussheat_gpu as gh
+    from gaussheat_gpu.backends import numba_backend
+    rng = np.random.default_rng(11)
+    errors = {}
+    def check(name, kernels, shape, dtype, **options):
+        ref = gh.render(kernels, shape, backend="numpy", dtype="float64", **options)
+        got = gh.render(kernels, shape, backend="numba", dtype=dtype, **options)
+        start = rng.uniform(0, 1, shape)
+        ref_acc = start.copy()
+        gh.render(kernels, shape, backend="numpy", out=ref_acc, accumulate=True, **options)
+        out = start.astype(dtype)
+        gh.render(kernels, shape, backend="numba", out=out, accumulate=True, **options)
+        scale = np.abs(ref).max()
+        errors[name] = [float(np.abs(got - ref).max() / scale),
+                        float(np.abs(out - ref_acc).max() / np.abs(ref_acc).max()),
+                        bool(got[ref == 0].any()), float(scale)]
+    shape = (2, 70, 23)  # two images; 70 rows cross a band edge
+    for combine in ("sum", "max", "por"):
+        for normalize in ("pdf", "peak", "integral", "count"):
+            for rotated in (False, True):
+                if rotated and normalize == "integral":
+                    continue
+                n = 5
+                kernels = gh.Kernels(rng.uniform(-3, 26, n), rng.uniform(-3, 73, n), rng.uniform(0.6, 6, n),
+                                     rng.uniform(0.6, 6, n), rng.uniform(-3, 3, n) if rotated else 0.0,
+                                     rng.uniform(0.1, 0.9, n), rng.integers(0, 2, n))
+                for truncate in (None, 2.5):
+                    for dtype in ("float32", "float64"):
+                        check(f"{combine}-{normalize}-{'rot' if rotated else 'axis'}-{truncate}-{dtype}",
+                              kernels, shape, dtype, combine=combine, normalize=normalize, truncate=truncate)
+    # A narrow rotated kernel over a whole image: its corners are too far out for the recurrences.
+    narrow = gh.Kernels(x=[20.0], y=[15.0], sigma_x=[0.7], sigma_y=[3.0], theta=[0.6])
+    from gaussheat_gpu.planning import make_grid, make_plan
+    plan = make_plan(narrow, make_grid((30, 40)), truncate=None)
+    assert not numba_backend._rotated_is_safe(plan.params[0], *plan.boxes[0, :4])
+    for normalize in ("pdf", "count"):
+        for dtype in ("float32", "float64"):
+            check(f"exact-{normalize}-{dtype}", narrow, (30, 40), dtype, normalize=normalize, truncate=None)
+    # The dense (BLAS) path: large image, few wide axis-aligned kernels, sum, exact.
+    wide = gh.Kernels(x=[300.0, 700.0], y=[500.0, 200.0], sigma_x=[150.0, 260.0], sigma_y=[220.0, 90.0])
+    for normalize in ("pdf", "count"):
+        for dtype in ("float32", "float64"):
+            ref = gh.render(wide, (1024, 1024), backend="numpy", dtype="float64", normalize=normalize, truncate=None)
+            got = gh.render(wide, (1024, 1024), backend="numba", dtype=dtype, normalize=normalize, truncate=None)
+            errors[f"dense-{normalize}-{dtype}"] = [float(np.abs(got - ref).max() / np.abs(ref).max()), 0.0,
+                                                    False, float(np.abs(ref).max())]
+    print(json.dumps(errors))
+""")
+
+
+def test_kernel_bodies_without_jit_match_reference():
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    result = subprocess.run([sys.executable, "-c", NO_JIT_SCRIPT], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    # 3 combines x 7 (normalize, rotation) pairs x 2 truncations x 2 dtypes, 4 exact, 4 dense.
+    assert len(errors) == 3 * 7 * 2 * 2 + 4 + 4
+    for name, (error, accumulate_error, outside, scale) in errors.items():
+        dtype = name.rsplit("-", 1)[1]
+        assert scale > 0, name
+        assert error <= TOLERANCE[dtype], (name, error)
+        assert accumulate_error <= TOLERANCE[dtype], (name, accumulate_error)
+        assert not outside, f"{name}: nonzero pixel outside every support"
+
+
+# -- (2) the dense path ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("normalize", ["pdf", "peak", "integral", "count"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dense_blas_path_matches_reference(monkeypatch, normalize, dtype):
+    calls = []
+    real = numba_backend._render_dense
+    monkeypatch.setattr(numba_backend, "_render_dense", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(3)
+    kernels = gh.Kernels(x=rng.uniform(0, 1023, 6), y=rng.uniform(0, 1023, 6), sigma_x=rng.uniform(60, 200, 6),
+                         sigma_y=rng.uniform(60, 200, 6), amplitude=rng.uniform(0.5, 2, 6))
+    options = dict(normalize=normalize, truncate=None, extent=(0.0, 1023.0, 1023.0, 0.0))
+    actual = gh.render(kernels, (1024, 1024), backend="numba", dtype=dtype, **options)
+    assert calls, "the dense path was not taken"
+    assert_close(actual, reference(kernels, (1024, 1024), **options), dtype)
+
+
+def test_dense_path_not_taken_where_it_does_not_apply(monkeypatch):
+    monkeypatch.setattr(numba_backend, "_render_dense", lambda *a: pytest.fail("dense path taken"))
+    wide = gh.Kernels(x=[500.0], y=[500.0], sigma_x=[300.0], sigma_y=[200.0])
+    rotated = gh.Kernels(x=[500.0], y=[500.0], sigma_x=[300.0], sigma_y=[200.0], theta=[0.3])
+    for kernels, options in [(wide, dict(combine="max")), (rotated, {}), (wide, dict(truncate=0.5))]:
+        options = dict(dict(truncate=None), **options)
+        actual = gh.render(kernels, (1024, 1024), backend="numba", dtype="float64", **options)
+        assert_close(actual, reference(kernels, (1024, 1024), **options), "float64")
+
+
+# -- (3) out= and accumulate -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("combine", ["sum", "max", "por"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_accumulate_combines_with_out(combine, dtype):
+    rng = np.random.default_rng(5)
+    shape = (150, 90)
+    kernels = mixed_kernels(40, 90, 150, rng)
+    start = rng.uniform(0, 1, shape)
+    expected = start.copy()
+    gh.render(kernels, shape, backend="numpy", combine=combine, out=expected, accumulate=True)
+    out = start.astype(dtype)
+    result = gh.render(kernels, shape, backend="numba", combine=combine, out=out, accumulate=True)
+    assert result is out
+    assert relative_error(out, expected) <= TOLERANCE[dtype]
+    # Pixels no kernel reaches keep their value exactly.
+    untouched = expected == start
+    assert untouched.any() and np.array_equal(out[untouched], start.astype(dtype)[untouched])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_out_without_accumulate_overwrites_every_pixel(dtype):
+    rng = np.random.default_rng(6)
+    kernels = mixed_kernels(30, 64, 200, rng, n_images=3)
+    out = np.full((3, 200, 64), np.nan, dtype=dtype)
+    gh.render(kernels, (3, 200, 64), backend="numba", out=out)
+    assert not np.isnan(out).any()
+    assert_close(out, reference(kernels, (3, 200, 64)), dtype)
+
+
+def test_no_kernels_clears_or_keeps_out():
+    out = np.full((70, 10), 3.0, dtype=np.float32)
+    gh.render(gh.Kernels(x=[], y=[], sigma_x=[]), (70, 10), backend="numba", out=out, accumulate=True)
+    assert (out == 3.0).all()
+    gh.render(gh.Kernels(x=[], y=[], sigma_x=[]), (70, 10), backend="numba", out=out)
+    assert not out.any()
+
+
+# -- (4) bands, batches, extents ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("normalize", ["pdf", "peak", "count", "integral"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernels_spanning_many_bands(normalize, dtype):
+    # 500 rows = 8 bands; tall kernels cross several band edges, short ones sit on them.
+    height, width = 500, 60
+    rng = np.random.default_rng(7)
+    band_edges = np.arange(1, 8) * numba_backend.BAND_HEIGHT - 0.5
+    tall = gh.Kernels(x=rng.uniform(0, width, 6), y=rng.uniform(0, height, 6), sigma_x=rng.uniform(2, 8, 6),
+                      sigma_y=rng.uniform(40, 120, 6), theta=0.0 if normalize == "integral" else rng.uniform(-0.2, 0.2, 6))
+    short = gh.Kernels(x=rng.uniform(0, width, 7), y=band_edges, sigma_x=1.5,
+                       sigma_y=rng.uniform(0.5, 3, 7), theta=0.0 if normalize == "integral" else 1.0)
+    kernels = gh.Kernels(**{name: np.concatenate([getattr(tall, name), getattr(short, name)])
+                            for name in ("x", "y", "sigma_x", "sigma_y", "theta", "amplitude", "image")})
+    for truncate in (None, 3.0):
+        options = dict(normalize=normalize, truncate=truncate)
+        actual = gh.render(kernels, (height, width), backend="numba", dtype=dtype, **options)
+        assert_close(actual, reference(kernels, (height, width), **options), dtype)
+
+
+@pytest.mark.parametrize("combine", ["sum", "max", "por"])
+@pytest.mark.parametrize("rotated", [False, True])
+def test_batches_with_image_indices(combine, rotated):
+    rng = np.random.default_rng(8)
+    shape = (3, 40, 50)
+    kernels = mixed_kernels(45, 50, 40, rng, rotated=rotated, n_images=3, sigma=(0.5, 6.0))
+    for dtype in ("float32", "float64"):
+        actual = gh.render(kernels, shape, backend="numba", dtype=dtype, combine=combine)
+        expected = reference(kernels, shape, combine=combine)
+        assert_close(actual, expected, dtype)
+    # Each image only holds its own kernels.
+    only_first = gh.Kernels(x=[25.0], y=[20.0], sigma_x=[3.0], image=[1])
+    image = gh.render(only_first, shape, backend="numba")
+    assert image[1].max() > 0 and not image[0].any() and not image[2].any()
+
+
+@pytest.mark.parametrize("extent", [(3.0, -3.0, -2.0, 2.0), (-3.0, 3.0, 2.0, -2.0), (10.0, 0.0, 8.0, 0.0)])
+@pytest.mark.parametrize("normalize", ["pdf", "integral", "count"])
+def test_reversed_extents(extent, normalize):
+    rng = np.random.default_rng(9)
+    n = 8
+    kernels = gh.Kernels(x=rng.uniform(-3, 10, n), y=rng.uniform(-2, 8, n), sigma_x=rng.uniform(0.3, 2, n),
+                         sigma_y=rng.uniform(0.3, 2, n), theta=0.0 if normalize == "integral" else rng.uniform(-3, 3, n))
+    options = dict(normalize=normalize, extent=extent)
+    for dtype in ("float32", "float64"):
+        actual = gh.render(kernels, (90, 70), backend="numba", dtype=dtype, **options)
+        assert_close(actual, reference(kernels, (90, 70), **options), dtype)
+
+
+def test_float32_output_has_no_subnormals():
+    # Exact (untruncated) tails reach far below float32's smallest normal number; they must be 0.
+    kernels = gh.Kernels(x=[100.0, 30.0], y=[80.0, 150.0], sigma_x=[3.0, 2.0], sigma_y=[5.0, 4.0], theta=[0.0, 0.7])
+    for combine in ("sum", "max", "por"):
+        out = gh.render(kernels, (200, 200), backend="numba", combine=combine, normalize="peak", truncate=None)
+        subnormal = (out != 0) & (np.abs(out) < np.finfo(np.float32).tiny)
+        assert not subnormal.any()
+        assert_close(out, reference(kernels, (200, 200), combine=combine, normalize="peak", truncate=None), "float32")
+
+
+def test_extreme_rotated_kernel_uses_exact_path_and_matches():
+    # Narrow, rotated, untruncated over a large image: stepping would overflow, so each pixel is exact.
+    kernels = gh.Kernels(x=[150.0], y=[120.0], sigma_x=[0.6], sigma_y=[9.0], theta=[0.5])
+    from gaussheat_gpu.planning import make_grid, make_plan
+    plan = make_plan(kernels, make_grid((260, 300)), truncate=None)
+    p, box = plan.params[0], plan.boxes[0]
+    assert not numba_backend._rotated_is_safe(p, box[0], box[1], box[2], box[3])
+    for normalize in ("pdf", "count"):
+        for dtype in ("float32", "float64"):
+            actual = gh.render(kernels, (260, 300), backend="numba", dtype=dtype, normalize=normalize, truncate=None)
+            assert_close(actual, reference(kernels, (260, 300), normalize=normalize, truncate=None), dtype)
