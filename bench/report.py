@@ -43,6 +43,7 @@ class Row:
     first_call_s: float | None = None
     note: str = ""
     floor: str = ""  # Floor.name this row is divided by; "" for the run's relevant_floor
+    min_s: float | None = None  # fastest round, whole workload: far below the median means a noisy machine
 
 
 @dataclass
@@ -311,7 +312,10 @@ def write_results(results, prefix, directory=RESULTS_DIR) -> tuple[Path, Path]:
 
 def readme_section(results, md_path) -> str:
     """The README's benchmark section for one results file: machine, table, link to the details."""
+    load = results.machine.get("load_average")
+    load_text = (f" The 1-minute load average went from {load[0]:.2f} to {load[1]:.2f} during the run on "
+                 f"{results.machine['cores']} cores." if load else "")
     return "\n".join([
         f"Measured {results.date} on {machine_line(results.machine)}, with `{results.command}` "
-        f"(full results, floors and notes: [{md_path}]({md_path})).", "",
+        f"(full results, floors and notes: [{md_path}]({md_path})).{load_text}", "",
         main_table(results)])

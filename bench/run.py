@@ -75,7 +75,8 @@ def rows_and_floors(bench_json) -> tuple[list, list]:
                                rel_error=info["rel_error"], scale=info["scale"], timed_part=info["timed_part"],
                                measured_median_s=stats["median"], rounds=stats["rounds"],
                                iterations=stats.get("iterations", 1), first_call_s=info["first_call_s"],
-                               note=info["note"], floor=info.get("floor", "")))
+                               note=info["note"], floor=info.get("floor", ""),
+                               min_s=stats["min"] * info["scale"]))
     rank = {wid: i for i, wid in enumerate(("W1", "W2", "W3", "W4", "W5", "W6"))}
     listed = {(b.workload, b.name): i for i, b in enumerate(baselines.BASELINES)}  # baselines in their module's order
     rows.sort(key=lambda r: (rank.get(r.workload, 99), r.kind != "baseline", listed.get((r.workload, r.method), 0),

@@ -206,10 +206,11 @@ def test_runner_reads_pytest_benchmark_json():
                timed_part="first 5,000 kernels", first_call_s=None, note="", floor="")
     floor = dict(kind="floor", floor="write-fresh", workload="W6", bytes=4 << 20)
     data = {"benchmarks": [
-        {"extra_info": row, "stats": {"median": 0.07, "rounds": 3, "iterations": 1}},
+        {"extra_info": row, "stats": {"median": 0.07, "min": 0.06, "rounds": 3, "iterations": 1}},
         {"extra_info": {**floor, "threads": 1}, "stats": {"median": 3e-4, "rounds": 30, "iterations": 1}},
         {"extra_info": {**floor, "threads": 2}, "stats": {"median": 2e-4, "rounds": 30, "iterations": 1}},
     ]}
     rows, floors = run.rows_and_floors(data)
     assert rows[0].median_s == pytest.approx(1.4) and rows[0].measured_median_s == 0.07
+    assert rows[0].min_s == pytest.approx(1.2)
     assert len(floors) == 1 and floors[0].threads == 2 and floors[0].median_s == 2e-4
