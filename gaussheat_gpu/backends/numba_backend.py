@@ -12,13 +12,14 @@ How a plan is evaluated (see :mod:`gaussheat_gpu.planning` for the columns of ``
    (``prange`` over bands) zeroes its rows unless accumulating and walks its kernel list:
 
    * axis-aligned: one ``exp`` per row, then a multiply-combine along the row (vectorised);
-   * rotated: ``g(u, w) = exp(-(A u^2 + 2 B u w + C w^2) / 2)`` is stepped down the rows with
-     ``g(u, w + 1) = g(u, w) * s(u, w)`` and ``s(u, w + 1) = s(u, w) * exp(-C)``, both vectors
-     over the row, so each pixel costs three multiplies and no ``exp``; the starting row is made
-     the same way along the columns. Both recurrences restart from exact ``exp`` values every
-     ``RESTART`` steps, which bounds their relative error to a few hundred float64 ulps
-     (~1e-13, against the 1e-12 of DESIGN.md section 3). Kernels whose far corners would
-     underflow or overflow a step ratio fall back to one ``exp`` per pixel.
+   * rotated: ``g(u, w) = exp(-(A u^2 + 2 B u w + C w^2 - shift) / 2)`` is a row factor times
+     ``column(u) = exp(-(A u^2/2 + B u w))``; one row down, ``column`` is multiplied by
+     ``exp(-B u)`` (a vector over the row) and the row factor by a scalar step, so a pixel costs two
+     multiplies and no ``exp``. The starting ``column`` is itself stepped along the row. Every
+     recurrence restarts from exact exps every ``RESTART`` steps, which bounds its relative error to
+     a few hundred float64 ulps (~1e-13, against the 1e-12 of DESIGN.md section 3). Kernels whose
+     exponents could overflow a step over their box (narrow, untruncated, far corners) fall back to
+     one ``exp`` per pixel.
 
    Values whose float32 result would be subnormal are flushed to 0 (subnormals cost 2-4x).
 3. A sum of axis-aligned kernels that each cover most of a large image (``truncate=None``) is the
