@@ -256,8 +256,13 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
     if n:
         _check_image_index(image, grid.n_images, xp)
 
-    cos, sin = xp.cos(kernels.theta), xp.sin(kernels.theta)
-    cos2, sin2, cos_sin = cos * cos, sin * sin, cos * sin
+    if n and not bool(kernels.theta.any()):
+        # Axis-aligned (the common case): cos = 1 and sin = 0 exactly, so scalars give the same
+        # bits as the arrays would, for a third fewer array operations.
+        cos2, sin2, cos_sin = 1.0, 0.0, 0.0
+    else:
+        cos, sin = xp.cos(kernels.theta), xp.sin(kernels.theta)
+        cos2, sin2, cos_sin = cos * cos, sin * sin, cos * sin
     sx2, sy2 = sx * sx, sy * sy
     # Inverse covariance R diag(1/sx^2, 1/sy^2) R^T, in pixel units.
     a_coef = (cos2 / sx2 + sin2 / sy2) * (grid.dx * grid.dx)

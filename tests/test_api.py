@@ -116,3 +116,22 @@ def test_bins_list_each_kernel_in_every_tile_its_box_touches():
                    & (b[:, B_COL0] < (tc + 1) * 32) & (b[:, B_COL1] >= tc * 32))
         listed = ids[offsets[tile]:offsets[tile + 1]]
         assert listed.tolist() == np.flatnonzero(touches).tolist()  # plan order kept
+
+
+def test_axis_aligned_shortcut_plans_the_same_bits_as_the_rotated_path():
+    from gaussheat_gpu.planning import make_grid, make_plan
+
+    rng = np.random.default_rng(8)
+    n = 500
+    columns = dict(x=rng.uniform(-5, 105, n), y=rng.uniform(-5, 85, n), sigma_x=rng.uniform(0.3, 9, n),
+                   sigma_y=rng.uniform(0.3, 9, n))
+    grid = make_grid((80, 100), extent=(0, 33.3, 80, -2.5))
+    for normalize in ("pdf", "count"):
+        aligned = make_plan(gh.Kernels(**columns), grid, normalize=normalize, truncate=2.7)
+        # One rotated kernel appended sends every kernel through cos/sin arrays.
+        mixed_columns = {k: np.append(v, 1.0) for k, v in columns.items()}
+        mixed = make_plan(gh.Kernels(**mixed_columns, theta=np.append(np.zeros(n), 0.5)), grid,
+                          normalize=normalize, truncate=2.7)
+        keep = mixed.kernel_index < n
+        np.testing.assert_array_equal(mixed.params[keep], aligned.params)
+        np.testing.assert_array_equal(mixed.boxes[keep], aligned.boxes)
