@@ -29,6 +29,11 @@ _MODULES = {
     "numpy": "gaussheat_gpu.backends.numpy_backend",
 }
 ENV_VAR = "GAUSSHEAT_BACKEND"
+# What to install when a backend's module cannot be imported.
+_INSTALL_HINTS = {
+    "cupy": "install CuPy for your CUDA version: pip install 'gaussheat_gpu[cuda12]' or 'gaussheat_gpu[cuda13]'",
+    "numba": "pip install numba",
+}
 
 _loaded: dict = {}
 _reasons: dict = {}
@@ -51,7 +56,7 @@ def _load(name: str):
     try:
         module = importlib.import_module(_MODULES[name])
     except ImportError as exc:
-        _reasons[name] = f"cannot import it: {exc}"
+        _reasons[name] = f"cannot import it ({exc}); {_INSTALL_HINTS.get(name, 'reinstall gaussheat_gpu')}"
         return None
     reason = module.unavailable_reason()
     if reason:

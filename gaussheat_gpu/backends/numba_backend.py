@@ -34,25 +34,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit, prange
 
 from ..planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, COMBINE_CODES, NORMALIZE_CODES, P_A,
                         P_B, P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL,
                         P_SIGMA_ROW)
 from . import host_free_memory as free_memory  # noqa: F401  (backend interface)
-
-try:
-    import numba
-    from numba import njit, prange
-except ImportError as _exc:  # the registry reports the reason; nothing below is compiled
-    numba = None
-    _IMPORT_ERROR = _exc
-
-    def njit(*args, **kwargs):
-        return (lambda f: f) if not (len(args) == 1 and callable(args[0])) else args[0]
-
-    prange = range
-else:
-    _IMPORT_ERROR = None
 
 xp = np
 
@@ -73,9 +60,7 @@ _SQRT_HALF = math.sqrt(0.5)
 
 
 def unavailable_reason():
-    """``None`` when Numba imports, else why not and how to install it."""
-    if numba is None:
-        return f"numba cannot be imported ({_IMPORT_ERROR}); pip install numba"
+    """Numba imported, so the backend can run (an import failure is reported by the registry)."""
     return None
 
 
