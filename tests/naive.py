@@ -28,9 +28,11 @@ def naive_render(kernels, shape, combine="sum", normalize="pdf", truncate=4.0, e
     for k in kernels:
         pixels = list(_support(k, width, height, x0, dx, y0, dy, truncate))
         values = {(r, c): _value(k, x0 + c * dx, y0 + r * dy, dx, dy, normalize) for r, c in pixels}
-        if normalize == "count":
-            total = sum(values.values())
-            values = {rc: k["amplitude"] * g / total for rc, g in values.items()}
+        if normalize == "count":  # values hold log g: shift by their maximum so the sum cannot underflow
+            top = max(values.values(), default=0.0)
+            g = {rc: math.exp(log_g - top) for rc, log_g in values.items()}
+            total = sum(g.values())
+            values = {rc: k["amplitude"] * v / total for rc, v in g.items()}
         image = img[k["image"]]
         for (r, c), v in values.items():
             s = image[r][c]
@@ -71,19 +73,19 @@ def _phi(z):
 
 
 def _value(k, X, Y, dx, dy, normalize):
-    """Per-kernel value at (X, Y); for count, the unnormalised g (normalised by the caller)."""
+    """Per-kernel value at (X, Y); for count, log g = -q/2 (normalised by the caller)."""
     sxx, sxy, syy = _covariance(k)
     det = sxx * syy - sxy * sxy
     ddx, ddy = X - k["x"], Y - k["y"]
     q = (syy * ddx * ddx - 2 * sxy * ddx * ddy + sxx * ddy * ddy) / det
+    if normalize == "count":
+        return -q / 2
     g = math.exp(-q / 2)
     a = k["amplitude"]
     if normalize == "pdf":
         return a * g / (2 * math.pi * k["sigma_x"] * k["sigma_y"])
     if normalize == "peak":
         return a * g
-    if normalize == "count":
-        return g
     # integral: axis-aligned mass of the pixel cell
     hx, hy = abs(dx) / 2, abs(dy) / 2
     sx, sy = math.sqrt(sxx), math.sqrt(syy)
