@@ -42,7 +42,7 @@ def test_device_planning_matches_host_planning(cupy, normalize, truncate):
     np.testing.assert_array_equal(cupy.asnumpy(device_plan.kernel_index), host_plan.kernel_index)
     np.testing.assert_allclose(cupy.asnumpy(device_plan.params), host_plan.params, rtol=1e-13, atol=1e-300)
     for tiles in ((8, 32), (64, 300)):
-        for device_part, host_part in zip(device_plan.bins(*tiles), host_plan.bins(*tiles)):
+        for device_part, host_part in zip(device_plan.bins(*tiles), host_plan.bins(*tiles), strict=True):
             np.testing.assert_array_equal(cupy.asnumpy(device_part), host_part)
 
 

@@ -68,12 +68,15 @@ def render(plan, out):
             out.fill(0)
         return
     offsets, kernel_ids = plan.bins(cuda_sources.TILE_HEIGHT, cuda_sources.TILE_WIDTH)
+    # Flat views: the device code indexes the row-major tables itself (k * GH_N_PARAMS + column),
+    # exactly as the NVRTC and host-compiled tests drive it.
+    params, boxes = plan.params.ravel(), plan.boxes.ravel()
     if plan.normalize == "count":
         count_sums = cupy.empty(plan.n_kernels, dtype=cupy.float64)
-        _count_sums_kernel()(plan.params, plan.boxes, count_sums)
+        _count_sums_kernel()(params, boxes, count_sums)
     else:
         count_sums = cupy.empty(1, dtype=cupy.float64)
-    _render_kernel()(plan.params, plan.boxes, offsets, kernel_ids, count_sums,
+    _render_kernel()(params, boxes, offsets, kernel_ids, count_sums,
                      grid.height, grid.width, cuda_sources.TILE_HEIGHT, cuda_sources.TILE_WIDTH,
                      COMBINE_CODES[plan.combine], NORMALIZE_CODES[plan.normalize], int(plan.accumulate), out)
 
