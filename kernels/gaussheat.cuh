@@ -6,6 +6,12 @@
 //
 // Layout of the plan (mirrors gaussheat_gpu/planning.py; tests/test_cuda_sources.py checks it):
 // params is (n_kernels, GH_N_PARAMS) float64, boxes is (n_kernels, GH_N_BOX) int64, row-major.
+//
+// In CuPy's generated module this header is the preamble, after `typedef <output type> T;`: the
+// template parameters named T below hide that typedef, so the functions never depend on it.
+
+#ifndef GAUSSHEAT_CUH
+#define GAUSSHEAT_CUH
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define GH_DEVICE __device__ __forceinline__
@@ -72,7 +78,8 @@ GH_DEVICE T gh_combine(T current, T value, int combine) {
 template <typename T>
 GH_DEVICE T gh_gaussian(const double* p, double u, double w) {
     double q = p[GH_P_A] * u * u + 2.0 * p[GH_P_B] * u * w + p[GH_P_C] * w * w;
-    return gh_exp(T(-0.5 * (q - (p[GH_P_SHIFT_COL] + p[GH_P_SHIFT_ROW]))));
+    // Same operation order as the NumPy reference (q - shift_col - shift_row).
+    return gh_exp(T(-0.5 * (q - p[GH_P_SHIFT_COL] - p[GH_P_SHIFT_ROW])));
 }
 
 // Value of kernel p at pixel (row, col); count_sum is the kernel's sum of g (count mode only).
@@ -136,3 +143,5 @@ GH_DEVICE double gh_count_sum(const double* params, const long long* boxes, long
     }
     return sum;
 }
+
+#endif  // GAUSSHEAT_CUH
