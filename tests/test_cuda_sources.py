@@ -521,3 +521,81 @@ def test_backend_on_host_with_no_kernel_in_the_image(host_backends):
     out[:] = 7.0
     host_render(host_backends, "ieee", kernels, (4, 5), dtype="float32", out=out, accumulate=True)
     assert (out == 7.0).all()
+
+
+# -- availability and `gaussheat info`, with CUDA answering or not ---------------------------------
+
+class FakeRuntime:
+    """cupy.cuda.runtime as a machine with one device, or with none (``error`` set)."""
+
+    def __init__(self, error=None):
+        self.error = error
+
+    def getDeviceCount(self):
+        if self.error:
+            raise RuntimeError(self.error)
+        return 1
+
+    def runtimeGetVersion(self):
+        return 13000
+
+    def driverGetVersion(self):
+        if self.error:
+            raise RuntimeError(self.error)
+        return 13020
+
+    def getDeviceProperties(self, index):
+        return {"name": b"NVIDIA H100 80GB HBM3", "major": 9, "minor": 0}
+
+
+def backend_with_runtime(host_compilers, runtime, nvrtc_version=(13, 0)):
+    fake = fake_cupy(host_compilers["ieee"])
+
+    class Device:
+        def __init__(self, index=0):
+            self.id = index
+            self.mem_info = (60 * 2**30, 80 * 2**30)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def get_version():
+        if nvrtc_version is None:
+            raise OSError("libnvrtc.so.13: cannot open shared object file")
+        return nvrtc_version
+
+    nvrtc = types.SimpleNamespace(getVersion=get_version)
+    fake.cuda = types.SimpleNamespace(Device=Device, runtime=runtime, nvrtc=nvrtc)
+    fake.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 2**30)
+    return load_backend_on(fake), fake, nvrtc
+
+
+@pytest.mark.parametrize("case", ["usable", "no device", "no nvrtc"])
+def test_unavailable_reason_and_device_info(host_compilers, monkeypatch, case):
+    runtime = FakeRuntime("cudaErrorNoDevice: no CUDA-capable device is detected" if case == "no device" else None)
+    backend, fake, nvrtc = backend_with_runtime(host_compilers, runtime, None if case == "no nvrtc" else (13, 0))
+    for name, module in (("cupy", fake), ("cupy.cuda", fake.cuda), ("cupy.cuda.nvrtc", nvrtc)):
+        monkeypatch.setitem(sys.modules, name, module)
+    reason, lines = backend.unavailable_reason(), backend.device_info()
+    assert lines[0] == "cupy: host-stand-in" and all(": " in line for line in lines)
+    if case == "usable":
+        assert reason is None
+        assert lines[1:4] == ["CUDA runtime: 13.0", "CUDA driver: 13.2", "NVRTC: 13.0"]
+        assert "device 0: NVIDIA H100 80GB HBM3, compute capability 9.0, 80.0 GiB (60.0 GiB free)" in lines
+        assert backend.free_memory() == 61 * 2**30  # the device's free memory and CuPy's unused pool blocks
+    elif case == "no device":
+        assert reason.startswith("no CUDA device: ") and "cudaErrorNoDevice" in reason
+        assert lines[-1] == f"cupy backend: not usable: {reason}"
+    else:
+        assert "NVRTC" in reason and "cannot open shared object" in reason
+        assert "NVRTC: not loadable (libnvrtc.so.13: cannot open shared object file)" in lines
+
+
+def test_check_output_device(host_compilers):
+    backend, _, _ = backend_with_runtime(host_compilers, FakeRuntime())
+    backend.check_output_device(types.SimpleNamespace(device=types.SimpleNamespace(id=0)))
+    with pytest.raises(ValueError, match="out is on CUDA device 1 but rendering runs on device 0"):
+        backend.check_output_device(types.SimpleNamespace(device=types.SimpleNamespace(id=1)))
