@@ -113,7 +113,9 @@ GH_DEVICE T gh_render_pixel(long long pixel, T current, const double* params, co
         long long k = kernel_ids[j];
         const long long* box = boxes + k * GH_N_BOX;
         if (col < box[GH_B_COL0] || col > box[GH_B_COL1] || row < box[GH_B_ROW0] || row > box[GH_B_ROW1]) continue;
-        T value = gh_kernel_value<T>(params + k * GH_N_PARAMS, row, col, normalize, count_sums[k]);
+        // count_sums has one entry per kernel in count mode only (else a 1-element placeholder).
+        double count_sum = normalize == GH_NORMALIZE_COUNT ? count_sums[k] : 1.0;
+        T value = gh_kernel_value<T>(params + k * GH_N_PARAMS, row, col, normalize, count_sum);
         current = gh_combine<T>(current, value, combine);
     }
     return current;

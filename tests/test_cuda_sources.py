@@ -19,6 +19,7 @@ import ctypes
 import functools
 import hashlib
 import importlib.util
+import mmap
 import re
 import shutil
 import subprocess
@@ -345,16 +346,41 @@ class HostElementwiseKernel:
         assert out.flags.c_contiguous
         source = module_source(*self.text[:4], self.text[4], C_TYPES[out.dtype.name], host=True)
         entry = getattr(self.compiler.library(source), f"host_{self.text[3]}")
-        converted = [ctypes.c_ssize_t(out.size)]
+        converted, guarded = [ctypes.c_ssize_t(out.size)], []
         for param, arg in zip(self.in_params + self.out_params, args, strict=True):
             if param.raw or isinstance(arg, np.ndarray):
                 assert isinstance(arg, np.ndarray) and arg.flags.c_contiguous, param
                 assert param.dtype not in C_TYPES or arg.dtype == np.dtype(param.dtype), param
-                converted.append(ctypes.c_void_p(arg.ctypes.data))
+                copy = GuardedArray(arg)
+                guarded.append(copy)
+                converted.append(ctypes.c_void_p(copy.array.ctypes.data))
             else:
                 converted.append(CTYPES_SCALARS[param.dtype](arg))
         entry(*converted)
+        out[...] = guarded[-1].array
         return out
+
+
+class GuardedArray:
+    """A copy of an array that ends where an unreadable page begins.
+
+    A GPU reading past the end of an allocation may fault or read garbage; on the host a read
+    past the end of these copies is a segmentation fault, so such a bug cannot pass unseen.
+    """
+
+    _libc = ctypes.CDLL(None, use_errno=True)
+    PROT_NONE = 0
+
+    def __init__(self, array):
+        page = mmap.PAGESIZE
+        data_pages = max(1, -(-array.nbytes // page))
+        self._buffer = mmap.mmap(-1, (data_pages + 1) * page)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
+        guard = ctypes.c_void_p(base + data_pages * page)
+        assert self._libc.mprotect(guard, ctypes.c_size_t(page), self.PROT_NONE) == 0, ctypes.get_errno()
+        self.array = np.frombuffer(self._buffer, dtype=array.dtype, count=array.size,
+                                   offset=data_pages * page - array.nbytes).reshape(array.shape)
+        self.array[...] = array
 
 
 def fake_cupy(compiler):
