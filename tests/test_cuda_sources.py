@@ -181,6 +181,19 @@ def test_every_source_is_compiled_by_these_tests():
         parse_params(op.in_params), parse_params(op.out_params)
 
 
+def test_installed_layout_reads_the_wheel_copy(tmp_path):
+    # pyproject.toml force-includes kernels/ as gaussheat_gpu/_cuda_sources/ in the wheel.
+    package = tmp_path / "site-packages" / "gaussheat_gpu"
+    shutil.copytree(cuda_sources.source_dir(), package / "_cuda_sources")
+    shutil.copy(cuda_sources.__file__, package / "cuda_sources.py")
+    spec = importlib.util.spec_from_file_location("installed_cuda_sources", package / "cuda_sources.py")
+    installed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(installed)
+    assert installed.source_dir() == package / "_cuda_sources"
+    assert installed.source_names() == cuda_sources.source_names()
+    assert installed.operation(installed.RENDER_PIXEL) == cuda_sources.operation(cuda_sources.RENDER_PIXEL)
+
+
 def test_operation_file_without_signature_is_refused(tmp_path, monkeypatch):
     (tmp_path / cuda_sources.HEADER).write_text("")
     (tmp_path / "bad.cu").write_text("// in_params: raw float64 params\nout = 1;\n")
