@@ -29,8 +29,10 @@ so the same code plans on the host or on the device.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,6 +48,7 @@ N_BOX = 5
 
 COMBINE_CODES = {name: code for code, name in enumerate(COMBINES)}
 NORMALIZE_CODES = {name: code for code, name in enumerate(NORMALIZES)}
+_PDF, _PEAK = NORMALIZE_CODES["pdf"], NORMALIZE_CODES["peak"]  # pdf/peak: values peak at SCALE
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,7 @@ def bin_kernels(plan: Plan, tile_height: int, tile_width: int):
 
 
 def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4.0,
-              dtype=np.float32, accumulate=False, xp=np) -> Plan:
+              dtype=np.float32, accumulate=False, xp=np, compiled=False) -> Plan:
     """Validate the options against the kernels and compute the plan.
 
     Parameters
@@ -227,6 +230,10 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
         As in :func:`gaussheat_gpu.render`.
     xp : module
         Array namespace of the kernel arrays (``numpy`` or ``cupy``).
+    compiled : bool
+        Plan host (NumPy) kernels in one Numba-compiled pass: the same bits as the array code, with
+        a few microseconds of overhead instead of ~60 NumPy calls. Falls back to the array code where
+        Numba cannot be imported; ignored for other ``xp``.
 
     Returns
     -------
@@ -249,43 +256,113 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
         if not (math.isfinite(truncate) and truncate > 0):
             raise ValueError(f"truncate = {truncate} must be a finite number > 0, or None for no truncation")
 
-    x, y = kernels.x, kernels.y
-    sx, sy = kernels.sigma_x, kernels.sigma_y
-    image = kernels.image
-    n = len(kernels)
-    if n:
-        _check_image_index(image, grid.n_images, xp)
+    truncate = math.inf if truncate is None else truncate  # exact: boxes clip to the whole image
+    tables = _compiled_tables(kernels, grid, truncate, normalize) if compiled and xp is np else None
+    if tables is None:
+        tables = _array_tables(kernels, grid, truncate, normalize, xp)
+    _raise_for_bad_kernels(kernels, tables, grid, combine, normalize)
+    if normalize == "count":
+        _set_count_shifts(tables.params, tables.boxes, xp)
+    return Plan(grid, combine, normalize, np.dtype(dtype), bool(accumulate), tables.params, tables.boxes,
+                tables.kernel_index, tables.axis_aligned, xp)
 
-    if n and not bool(kernels.theta.any()):
+
+# -- per-kernel formulas, written once ----------------------------------------------------------
+#
+# These take arrays (NumPy or CuPy: NumPy's ufuncs dispatch to CuPy through ``__array_ufunc__``) or
+# float64 scalars inside the compiled host loop, which calls them through Numba's
+# ``register_jitable``. Plain IEEE operations only (no fused multiply-add), so both ways give the
+# same bits; the one exception, cos/sin, is always taken from NumPy on the host.
+
+def kernel_coefficients(x, y, sigma_x, sigma_y, cos, sin, amplitude, geometry, pdf):
+    """Pixel-unit coefficients of kernels (see the module docstring for their meaning).
+
+    Parameters
+    ----------
+    x, y, sigma_x, sigma_y, cos, sin, amplitude : float or array
+        Kernel columns in the caller's coordinates; ``cos``/``sin`` of ``theta``.
+    geometry : tuple of 4 float
+        ``(x0, dx, y0, dy)`` of the grid.
+    pdf : bool
+        Whether values are densities (scale ``a / (2 pi sx sy)``) or amplitudes (scale ``a``).
+
+    Returns
+    -------
+    tuple
+        ``cx, cy, A, B, C, sigma_col, sigma_row, scale``, each like the inputs.
+    """
+    x0, dx, y0, dy = geometry
+    cos2, sin2, cos_sin = cos * cos, sin * sin, cos * sin
+    sx2, sy2 = sigma_x * sigma_x, sigma_y * sigma_y
+    # Inverse covariance R diag(1/sx^2, 1/sy^2) R^T, in pixel units.
+    a_coef = (cos2 / sx2 + sin2 / sy2) * (dx * dx)
+    b_coef = cos_sin * (1.0 / sx2 - 1.0 / sy2) * (dx * dy)
+    c_coef = (sin2 / sx2 + cos2 / sy2) * (dy * dy)
+    sigma_col = np.sqrt(cos2 * sx2 + sin2 * sy2) * (1.0 / abs(dx))
+    sigma_row = np.sqrt(sin2 * sx2 + cos2 * sy2) * (1.0 / abs(dy))
+    cx = (x - x0) / dx
+    cy = (y - y0) / dy
+    scale = amplitude / (2.0 * math.pi * sigma_x * sigma_y) if pdf else amplitude
+    return cx, cy, a_coef, b_coef, c_coef, sigma_col, sigma_row, scale
+
+
+def support_range(centre, radius, size):
+    """Inclusive pixel range ceil(centre - radius) .. floor(centre + radius), clipped to [0, size-1].
+
+    Returned as float64 (an empty range has ``lo > hi``); values are clipped before any integer cast
+    so that far-away kernels cannot overflow. ``radius = inf`` gives the whole axis.
+    """
+    # np.clip costs more than both of these on the small arrays typical of a call.
+    lo = np.minimum(np.maximum(np.ceil(centre - radius), 0.0), float(size))
+    hi = np.minimum(np.maximum(np.floor(centre + radius), -1.0), float(size - 1))
+    return lo, hi
+
+
+def por_peak_is_bad(scale, amplitude, normalize_code):
+    """Whether a kernel's values can leave [0, 1] (``combine="por"`` refuses it).
+
+    pdf/peak values peak at ``scale``; integral masses and count shares are at most 1, so a kernel's
+    values never exceed its amplitude there.
+    """
+    peak = scale if normalize_code <= _PEAK else amplitude
+    return (amplitude < 0) | (peak > 1.0)
+
+
+# -- the plan tables: on arrays (any xp), or in one compiled loop on the host ---------------------
+
+class _Tables(NamedTuple):
+    """Plan rows of the kernels with a pixel in the image, and what the checks found (-1: nothing)."""
+
+    params: object
+    boxes: object
+    kernel_index: object
+    axis_aligned: bool
+    first_bad_image: int
+    first_rotated: int
+    first_bad_por: int
+
+
+def _geometry(grid):
+    return (grid.x0, grid.dx, grid.y0, grid.dy)
+
+
+def _array_tables(kernels, grid, truncate, normalize, xp) -> _Tables:
+    n = len(kernels)
+    theta = kernels.theta
+    if n and not int(xp.count_nonzero(theta)):
         # Axis-aligned (the common case): cos = 1 and sin = 0 exactly, so scalars give the same
         # bits as the arrays would, for a third fewer array operations.
-        cos2, sin2, cos_sin = 1.0, 0.0, 0.0
+        cos, sin = 1.0, 0.0
     else:
-        cos, sin = xp.cos(kernels.theta), xp.sin(kernels.theta)
-        cos2, sin2, cos_sin = cos * cos, sin * sin, cos * sin
-    sx2, sy2 = sx * sx, sy * sy
-    # Inverse covariance R diag(1/sx^2, 1/sy^2) R^T, in pixel units.
-    a_coef = (cos2 / sx2 + sin2 / sy2) * (grid.dx * grid.dx)
-    b_coef = cos_sin * (1.0 / sx2 - 1.0 / sy2) * (grid.dx * grid.dy)
-    c_coef = (sin2 / sx2 + cos2 / sy2) * (grid.dy * grid.dy)
-    sigma_col = xp.sqrt(cos2 * sx2 + sin2 * sy2) * (1.0 / abs(grid.dx))
-    sigma_row = xp.sqrt(sin2 * sx2 + cos2 * sy2) * (1.0 / abs(grid.dy))
-    cx = (x - grid.x0) / grid.dx
-    cy = (y - grid.y0) / grid.dy
-
-    if normalize == "integral" and n:
-        rotated = b_coef != 0.0
-        if bool(rotated.any()):
-            k = _first_index(rotated, xp)
-            raise ValueError(
-                f"normalize='integral' needs axis-aligned kernels, but kernel {k} has theta = "
-                f"{float(kernels.theta[k])!r} with sigma_x = {float(sx[k])!r} != sigma_y = {float(sy[k])!r}; "
-                f"rotated pixel integrals are not supported yet (use normalize='pdf')"
-            )
-    amplitude = kernels.amplitude
-    scale = amplitude / (2.0 * math.pi * sx * sy) if normalize == "pdf" else amplitude
-    if combine == "por" and n:
-        _check_por_range(scale, normalize, amplitude, xp)
+        cos, sin = xp.cos(theta), xp.sin(theta)
+    normalize_code = NORMALIZE_CODES[normalize]
+    cx, cy, a_coef, b_coef, c_coef, sigma_col, sigma_row, scale = kernel_coefficients(
+        kernels.x, kernels.y, kernels.sigma_x, kernels.sigma_y, cos, sin, kernels.amplitude,
+        _geometry(grid), normalize == "pdf")
+    image = kernels.image
+    first_bad_image = _first_index((image < 0) | (image >= grid.n_images), xp)
+    first_rotated = _first_index(b_coef != 0.0, xp) if n and not isinstance(cos, float) else -1
+    first_bad_por = _first_index(por_peak_is_bad(scale, kernels.amplitude, normalize_code), xp)
 
     params = xp.empty((n, N_PARAMS), dtype=xp.float64)
     for column, values in ((P_CX, cx), (P_CY, cy), (P_A, a_coef), (P_B, b_coef), (P_C, c_coef),
@@ -293,35 +370,126 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
         params[:, column] = values
     params[:, P_SHIFT_COL:P_SHIFT_ROW + 1] = 0.0
     boxes = xp.empty((n, N_BOX), dtype=xp.int64)
-    if truncate is None:
-        boxes[:, [B_COL0, B_ROW0]] = 0
-        boxes[:, B_COL1] = grid.width - 1
-        boxes[:, B_ROW1] = grid.height - 1
-    else:
-        boxes[:, B_COL0], boxes[:, B_COL1] = _support_range(cx, truncate * sigma_col, grid.width, xp)
-        boxes[:, B_ROW0], boxes[:, B_ROW1] = _support_range(cy, truncate * sigma_row, grid.height, xp)
+    for (lo, hi), values in (((B_COL0, B_COL1), support_range(cx, truncate * sigma_col, grid.width)),
+                             ((B_ROW0, B_ROW1), support_range(cy, truncate * sigma_row, grid.height))):
+        boxes[:, lo] = values[0].astype(xp.int64)
+        boxes[:, hi] = values[1].astype(xp.int64)
     boxes[:, B_IMAGE] = image
     kernel_index = xp.arange(n, dtype=xp.int64)
     keep = (boxes[:, B_COL0] <= boxes[:, B_COL1]) & (boxes[:, B_ROW0] <= boxes[:, B_ROW1])
     if not bool(keep.all()):
         kernel_index = xp.nonzero(keep)[0]
         params, boxes = params[kernel_index], boxes[kernel_index]
-    if normalize == "count":
-        _set_count_shifts(params, boxes, xp)
     axis_aligned = not bool(params[:, P_B].any())
-    return Plan(grid, combine, normalize, np.dtype(dtype), bool(accumulate), params, boxes,
-                kernel_index, axis_aligned, xp)
+    return _Tables(params, boxes, kernel_index, axis_aligned, first_bad_image, first_rotated, first_bad_por)
 
 
-def _support_range(centre, radius, size, xp):
-    """Inclusive pixel range ceil(centre - radius) .. floor(centre + radius), clipped to [0, size-1].
+def _compiled_tables(kernels, grid, truncate, normalize):
+    """:func:`_array_tables` in one compiled pass over host kernels; None where Numba is missing.
 
-    Values are clipped in float64 before the integer cast so that far-away kernels cannot overflow.
+    A call with few kernels costs ~60 NumPy calls on arrays (~30 us); with 100k kernels the strided
+    column writes and temporaries cost ~10 ms. This loop does both in a few microseconds / ~1 ms.
     """
-    # np.clip costs more than both of these on the small arrays typical of a call.
-    lo = xp.minimum(xp.maximum(xp.ceil(centre - radius), 0.0), float(size))
-    hi = xp.minimum(xp.maximum(xp.floor(centre + radius), -1.0), float(size - 1))
-    return lo.astype(xp.int64), hi.astype(xp.int64)
+    plan_rows = _compiled_plan_rows()
+    if plan_rows is None:
+        return None
+    arrays = kernels.as_dict()  # one dict copy costs less than six attribute look-ups
+    theta = arrays["theta"]
+    if np.count_nonzero(theta):  # cos/sin from NumPy: Numba's libm may differ from NumPy's SIMD by an ulp
+        trig = (np.cos(theta), np.sin(theta))
+    else:
+        trig = (_NO_TRIG, _NO_TRIG)
+    columns = (arrays["x"], arrays["y"], arrays["sigma_x"], arrays["sigma_y"], arrays["amplitude"])
+    limits = (grid.n_images, grid.height, grid.width)
+    params, boxes, kernel_index, checks, any_rotated = plan_rows(
+        columns, arrays["image"], trig, _geometry(grid), limits, truncate, NORMALIZE_CODES[normalize])
+    return _Tables(params, boxes, kernel_index, not any_rotated, *checks)
+
+
+_NO_TRIG = np.empty(0)
+
+
+@functools.cache
+def _compiled_plan_rows():
+    try:
+        from numba import njit
+        from numba.extending import register_jitable
+    except ImportError:
+        return None
+    for formula in (kernel_coefficients, support_range, por_peak_is_bad):
+        register_jitable(formula)
+    return njit(cache=True)(_plan_rows)
+
+
+def _plan_rows(columns, image, trig, geometry, limits, truncate, normalize_code):
+    """Compiled body of :func:`_compiled_tables`: one pass over the kernels, kept rows packed in order.
+
+    Returns params, boxes, kernel_index, ``checks`` = (first kernel with a bad image index, first
+    rotated kernel, first kernel outside por's range; -1 for none) and whether a kept kernel is rotated.
+    """
+    x, y, sigma_x, sigma_y, amplitude = columns
+    cos_all, sin_all = trig
+    n_images, height, width = limits
+    pdf = normalize_code == _PDF
+    n = x.size
+    params = np.empty((n, N_PARAMS))
+    boxes = np.empty((n, N_BOX), dtype=np.int64)
+    kernel_index = np.empty(n, dtype=np.int64)
+    first_bad_image = first_rotated = first_bad_por = -1
+    kept = 0
+    any_rotated = False
+    for k in range(n):
+        cos, sin = (cos_all[k], sin_all[k]) if cos_all.size else (1.0, 0.0)
+        cx, cy, a_coef, b_coef, c_coef, sigma_col, sigma_row, scale = kernel_coefficients(
+            x[k], y[k], sigma_x[k], sigma_y[k], cos, sin, amplitude[k], geometry, pdf)
+        if first_bad_image < 0 and (image[k] < 0 or image[k] >= n_images):
+            first_bad_image = k
+        if first_rotated < 0 and b_coef != 0.0:
+            first_rotated = k
+        if first_bad_por < 0 and por_peak_is_bad(scale, amplitude[k], normalize_code):
+            first_bad_por = k
+        col0, col1 = support_range(cx, truncate * sigma_col, width)
+        row0, row1 = support_range(cy, truncate * sigma_row, height)
+        if col0 > col1 or row0 > row1:
+            continue
+        p = params[kept]
+        p[P_CX], p[P_CY], p[P_A], p[P_B], p[P_C] = cx, cy, a_coef, b_coef, c_coef
+        p[P_SIGMA_COL], p[P_SIGMA_ROW], p[P_SCALE] = sigma_col, sigma_row, scale
+        p[P_SHIFT_COL] = p[P_SHIFT_ROW] = 0.0
+        box = boxes[kept]
+        box[B_COL0], box[B_COL1], box[B_ROW0], box[B_ROW1] = int(col0), int(col1), int(row0), int(row1)
+        box[B_IMAGE] = image[k]
+        kernel_index[kept] = k
+        any_rotated = any_rotated or b_coef != 0.0
+        kept += 1
+    checks = (first_bad_image, first_rotated, first_bad_por)
+    return params[:kept], boxes[:kept], kernel_index[:kept], checks, any_rotated
+
+
+def _raise_for_bad_kernels(kernels, tables, grid, combine, normalize):
+    k = tables.first_bad_image
+    if k >= 0:
+        raise ValueError(
+            f"image[{k}] = {int(kernels.image[k])} is out of range: the output holds {grid.n_images} image(s), "
+            f"so image indices must lie in [0, {grid.n_images - 1}]"
+        )
+    k = tables.first_rotated
+    if normalize == "integral" and k >= 0:
+        raise ValueError(
+            f"normalize='integral' needs axis-aligned kernels, but kernel {k} has theta = "
+            f"{float(kernels.theta[k])!r} with sigma_x = {float(kernels.sigma_x[k])!r} != sigma_y = "
+            f"{float(kernels.sigma_y[k])!r}; rotated pixel integrals are not supported yet (use normalize='pdf')"
+        )
+    k = tables.first_bad_por
+    if combine == "por" and k >= 0:
+        amplitude = float(kernels.amplitude[k])
+        peak = amplitude
+        if normalize == "pdf":
+            peak = amplitude / (2.0 * math.pi * float(kernels.sigma_x[k]) * float(kernels.sigma_y[k]))
+        raise ValueError(
+            f"combine='por' needs every kernel value in [0, 1], but kernel {k} has amplitude = "
+            f"{amplitude!r} and peak value {peak!r} (normalize={normalize!r})"
+        )
 
 
 def _set_count_shifts(params, boxes, xp):
@@ -362,28 +530,8 @@ def _quadratic_min_on_rectangle(a, b, c, u0, u1, w0, w1, xp):
 
 
 def _first_index(mask, xp) -> int:
-    return int(xp.nonzero(mask)[0][0])
+    """Index of the first True in ``mask``, or -1."""
+    hits = xp.nonzero(mask)[0]
+    return int(hits[0]) if hits.size else -1
 
 
-def _check_image_index(image, n_images, xp):
-    bad = (image < 0) | (image >= n_images)
-    if bool(bad.any()):
-        k = _first_index(bad, xp)
-        raise ValueError(
-            f"image[{k}] = {int(image[k])} is out of range: the output holds {n_images} image(s), "
-            f"so image indices must lie in [0, {n_images - 1}]"
-        )
-
-
-def _check_por_range(scale, normalize, amplitude, xp):
-    """combine='por' needs every value in [0, 1]: check each kernel's largest possible value."""
-    # pdf/peak peak at SCALE; integral masses and count shares are at most 1, so a kernel's
-    # values never exceed its amplitude there.
-    peak = scale if normalize in ("pdf", "peak") else amplitude
-    bad = (amplitude < 0) | (peak > 1.0)
-    if bool(bad.any()):
-        k = _first_index(bad, xp)
-        raise ValueError(
-            f"combine='por' needs every kernel value in [0, 1], but kernel {k} has amplitude = "
-            f"{float(amplitude[k])!r} and peak value {float(peak[k])!r} (normalize={normalize!r})"
-        )

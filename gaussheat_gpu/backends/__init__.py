@@ -11,8 +11,10 @@ A backend module provides:
     The array module of its outputs (``numpy`` or ``cupy``).
 ``free_memory()``
     Bytes an output may take on its device.
-``prepare_output(out)`` (optional)
-    Check that a caller's ``out`` lives where the backend writes; default: a NumPy array.
+``compiled_planning`` (optional, default False)
+    Plan host kernels with :func:`~gaussheat_gpu.planning.make_plan`'s compiled pass (same bits).
+``check_output_device(out)`` (optional)
+    Raise if a caller's ``out`` is not on the device the backend writes to.
 
 Adding a backend is a new module plus one line in ``_MODULES``.
 """

@@ -42,6 +42,7 @@ from ..planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, COMBINE_CODES, 
 from . import host_free_memory as free_memory  # noqa: F401  (backend interface)
 
 xp = np
+compiled_planning = True  # plans in one compiled pass too: ~60 NumPy calls cost more than W1 renders
 
 BAND_HEIGHT = 64  # rows per parallel task: 16-row bands were slower (PERFORMANCE-NOTES)
 RESTART = 32  # recurrence steps between exact exp restarts
