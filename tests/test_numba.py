@@ -260,3 +260,80 @@ def test_extreme_rotated_kernel_uses_exact_path_and_matches():
         for dtype in ("float32", "float64"):
             actual = gh.render(kernels, (260, 300), backend="numba", dtype=dtype, normalize=normalize, truncate=None)
             assert_close(actual, reference(kernels, (260, 300), normalize=normalize, truncate=None), dtype)
+
+
+# -- (5) rotated rows over windows of whole lane blocks ----------------------------------------------
+
+def support_mask(kernels, shape, **options):
+    """Pixels inside at least one kernel's support box, from the plan the backends receive."""
+    from gaussheat_gpu.planning import make_grid, make_plan
+    plan = make_plan(kernels, make_grid(shape), **options)
+    inside = np.zeros((plan.grid.n_images, shape[-2], shape[-1]), dtype=bool)
+    for c0, c1, r0, r1, image in plan.boxes:
+        inside[image, r0:r1 + 1, c0:c1 + 1] = True
+    return inside.reshape(shape)
+
+
+@pytest.mark.parametrize("combine", ["sum", "max", "por"])
+@pytest.mark.parametrize("width", [3, 7, 9, 13, 37])
+def test_rotated_windows_at_edges_keep_other_pixels_bit_exact(combine, width):
+    # Kernels hug both side edges, so windows of whole blocks shift left at the right edge, and
+    # images narrower than a window (3, 7) or than some windows (9, 13) take the exact-box path.
+    # Outside every support the caller's pixels (negative, -0.0, infinities, NaN) keep their bits.
+    rng = np.random.default_rng(12 + width)
+    n, height = 24, 40
+    xs = np.where(rng.random(n) < 0.5, rng.uniform(width - 3, width + 1, n), rng.uniform(-1, 3, n))
+    kernels = gh.Kernels(x=xs, y=rng.uniform(0, height, n), sigma_x=rng.uniform(0.5, 3, n),
+                         sigma_y=rng.uniform(0.5, 3, n), theta=rng.uniform(-3, 3, n),
+                         amplitude=rng.uniform(0.2, 1.0, n))
+    shape = (height, width)
+    inside = support_mask(kernels, shape, truncate=2.0)
+    assert inside.any()
+    if width > 8:
+        assert not inside.all(), "the case must leave pixels outside every support"
+    start = -rng.uniform(0, 1, shape) if combine == "max" else rng.uniform(0, 1, shape)
+    special = np.array([-0.0, np.inf, -np.inf, np.nan, -3.5])
+    outside = np.flatnonzero(~inside)
+    start.flat[outside] = special[np.arange(outside.size) % special.size]
+    expected = np.where(inside, start, 0.0)
+    gh.render(kernels, shape, backend="numpy", combine=combine, truncate=2.0, out=expected, accumulate=True)
+    for dtype in ("float32", "float64"):
+        out = start.astype(dtype)
+        gh.render(kernels, shape, backend="numba", combine=combine, truncate=2.0, out=out, accumulate=True)
+        bits = out.view(np.uint32 if dtype == "float32" else np.uint64)
+        assert np.array_equal(bits[~inside], start.astype(dtype).view(bits.dtype)[~inside])
+        error = np.abs(out[inside].astype(np.float64) - expected[inside]).max()
+        assert error <= TOLERANCE[dtype] * np.abs(expected[inside]).max(), (dtype, error)
+        fresh = gh.render(kernels, shape, backend="numba", combine=combine, truncate=2.0, dtype=dtype)
+        assert_close(fresh, reference(kernels, shape, combine=combine, truncate=2.0), dtype)
+
+
+def test_max_over_negative_out_takes_zero_inside_supports():
+    # max(s, v) with s < 0 and v flushed to 0 (a far tail) must give 0 inside the support, not s.
+    kernels = gh.Kernels(x=[10.0, 30.0], y=[12.0, 20.0], sigma_x=[1.5, 0.6], sigma_y=[4.0, 3.0], theta=[0.7, -0.4],
+                         amplitude=[1e-30, 1.0])
+    shape = (40, 45)
+    inside = support_mask(kernels, shape, truncate=None)
+    assert inside.all()
+    for dtype in ("float32", "float64"):
+        out = np.full(shape, -2.0, dtype=dtype)
+        gh.render(kernels, shape, backend="numba", combine="max", normalize="peak", truncate=None, out=out,
+                  accumulate=True)
+        assert (out >= 0).all()
+        expected = np.full(shape, -2.0)
+        gh.render(kernels, shape, backend="numpy", combine="max", normalize="peak", truncate=None, out=expected,
+                  accumulate=True)
+        assert np.abs(out - expected).max() <= TOLERANCE[dtype]
+
+
+def test_rotated_recurrences_restart_over_large_boxes():
+    # Boxes wider and taller than RESTART rows and columns, crossing band edges; float64 keeps 1e-12.
+    rng = np.random.default_rng(13)
+    n = 6
+    kernels = gh.Kernels(x=rng.uniform(20, 180, n), y=rng.uniform(20, 180, n), sigma_x=rng.uniform(8, 20, n),
+                         sigma_y=rng.uniform(8, 20, n), theta=rng.uniform(-3, 3, n))
+    shape = (200, 203)
+    for normalize in ("pdf", "count"):
+        for dtype in ("float32", "float64"):
+            actual = gh.render(kernels, shape, backend="numba", dtype=dtype, normalize=normalize)
+            assert_close(actual, reference(kernels, shape, normalize=normalize), dtype)

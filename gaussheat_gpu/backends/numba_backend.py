@@ -12,21 +12,24 @@ How a plan is evaluated (see :mod:`gaussheat_gpu.planning` for the columns of ``
    (``prange`` over bands) zeroes its rows unless accumulating and walks its kernel list:
 
    * axis-aligned: one ``exp`` per row, then a multiply-combine along the row (vectorised);
-   * rotated: ``g(u, w) = exp(-(A u^2 + 2 B u w + C w^2 - shift) / 2)`` is a row factor times
-     ``column(u) = exp(-(A u^2/2 + B u w))``; one row down, ``column`` is multiplied by
-     ``exp(-B u)`` (a vector over the row) and the row factor by a scalar step, so a pixel costs two
-     multiplies and no ``exp``. The starting ``column`` is itself stepped along the row. Every
-     recurrence restarts from exact exps every ``RESTART`` steps, which bounds its relative error to
-     a few hundred float64 ulps (~1e-13, against the 1e-12 of DESIGN.md section 3). Kernels whose
-     exponents could overflow a step over their box (narrow, untruncated, far corners) fall back to
-     one ``exp`` per pixel.
+   * rotated: with ``u0`` the box's first column, ``g(u, w)`` is the row factor ``g(u0, w)`` times
+     ``column(u) = exp(-(A (u^2 - u0^2)/2 + B (u - u0) w))``; one row down, ``column`` is multiplied
+     by ``exp(-B (u - u0))`` (a vector over the row) and the row factor by a scalar step, so a pixel
+     costs two multiplies and no ``exp``, and a visit six. ``column`` starts stepped along the row.
+     Every recurrence restarts from exact exps every ``RESTART`` steps, which bounds its relative
+     error to ~1000 float64 ulps (~1e-13, against the 1e-12 of DESIGN.md section 3). Rows are
+     combined over windows of whole ``LANES``-pixel blocks (lanes outside the box hold column factor
+     0 and leave their pixel alone), so the vectorised loop never ends in its scalar remainder.
+     Kernels whose factors could leave float64's normal range over their box (narrow, untruncated,
+     far corners) fall back to one ``exp`` per pixel.
 
    Values whose float32 result would be subnormal are flushed to 0 (subnormals cost 2-4x).
 3. A sum of axis-aligned kernels that each cover most of a large image (``truncate=None``) is the
    rank-K product ``GY.T @ GX`` of their row and column factors: BLAS does that faster than a loop.
 
 Modes are run-time integer switches, so each compiled function has two specialisations at most
-(float32 and float64 output).
+(float32 and float64 output). The rotated visit's helpers are inlined (``inline="always"``): as
+calls, their array arguments (7 scalars each) cost as much as a short row.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ compiled_planning = True  # plans in one compiled pass too: ~60 NumPy calls cost
 
 BAND_HEIGHT = 64  # rows per parallel task: 16-row bands were slower (PERFORMANCE-NOTES)
 RESTART = 32  # recurrence steps between exact exp restarts
+LANES = 8  # rotated rows are combined over windows of a multiple of this many pixels
 LOG_FLUSH = -60.0 * math.log(2.0)  # factors below 2**-60 of their peak are dropped
-# Rotated kernels are stepped only when every exponent of the recurrences stays inside +-this.
-SAFE_EXPONENT = 300.0  # products of two such factors stay normal in float64
+# Rotated kernels are stepped only when every factor of the recurrences stays inside exp(+-this):
+# normal in float64 with a margin of exp(100) for the kernel's scale.
+SAFE_EXPONENT = 600.0
 DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the BLAS path
 DENSE_MAX_KERNELS = 64  # past this many kernels per image, the GEMM's rank is too high to pay
 
@@ -200,90 +205,129 @@ def _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors,
 
 @njit(cache=True)
 def _rotated_is_safe(p, c0, c1, r0, r1):
-    """Whether every exponent the recurrences of ``_rotated_block`` meet stays within +-SAFE_EXPONENT.
+    """Whether every factor ``_rotated_block`` forms stays within exp(+-SAFE_EXPONENT).
 
-    Those exponents are ``A u^2/2 + B u w``, ``C w^2/2``, their unit steps and ``B u``: for fixed
-    ``w`` convex or linear in ``u`` and linear or convex in ``w``, so their largest magnitudes over
-    the box lie on its corners (widened by one pixel for the steps).
+    With ``U`` and ``V`` the largest ``|u|`` and ``|w|`` over the box widened by one pixel,
+    ``E1 = A U^2/2 + |B| U V`` bounds ``|A u^2/2 + B u w|`` and ``E2 = C V^2/2`` bounds ``C w^2/2``:
+    row factors and values are within ``E1 + E2 + |shift|/2``, column factors (differences of two
+    ``A u^2/2 + B u w``) within ``2 E1``; the steps are linear in ``u`` and ``w``.
     """
     a, b, c = p[P_A], p[P_B], p[P_C]
-    if max(a, abs(b), c, 0.5 * (p[P_SHIFT_COL] + p[P_SHIFT_ROW])) > SAFE_EXPONENT:
-        return False
-    for u in (c0 - p[P_CX] - 1.0, c1 - p[P_CX] + 1.0):
-        if abs(b * u) > SAFE_EXPONENT:
-            return False
-        for w in (r0 - p[P_CY] - 1.0, r1 - p[P_CY] + 1.0):
-            if abs(0.5 * a * u * u + b * u * w) > SAFE_EXPONENT or 0.5 * c * w * w > SAFE_EXPONENT:
-                return False
-            if abs(0.5 * a * (2.0 * u + 1.0) + b * w) > SAFE_EXPONENT:
-                return False
-            if abs(0.5 * c * (2.0 * w + 1.0)) > SAFE_EXPONENT:
-                return False
-    return True
+    big_u = max(abs(c0 - p[P_CX]), abs(c1 - p[P_CX])) + 1.0
+    big_w = max(abs(r0 - p[P_CY]), abs(r1 - p[P_CY])) + 1.0
+    e1 = 0.5 * a * big_u * big_u + abs(b) * big_u * big_w
+    e2 = 0.5 * c * big_w * big_w
+    worst = max(e1 + e2 + 0.5 * abs(p[P_SHIFT_COL] + p[P_SHIFT_ROW]), 2.0 * e1,
+                a * (big_u + 0.5) + abs(b) * big_w, abs(b) * (2.0 * big_u + 1.0),
+                abs(b) * big_u + c * (big_w + 0.5), a, c)
+    return worst <= SAFE_EXPONENT
 
 
-@njit(cache=True)
-def _start_columns(p, c0, n, w, column, ratio_x):
-    """For ``u_j = c0 + j - cx``, j < n: ``column[j] = exp(-(A u_j^2/2 + B u_j w))`` and
-    ``ratio_x[j] = exp(-B u_j)``, the factor that moves ``column[j]`` one row down.
+@njit(cache=True, inline="always")
+def _start_columns(a, b, u0, w, n, step_a, step_b, column, down):
+    """For ``j < n``: ``column[j] = exp(-(A (u_j^2 - u0^2)/2 + B (u_j - u0) w))`` with ``u_j = u0 + j``,
+    the column factor relative to the first column, and ``down[j] = exp(-B j)``, the factor that moves
+    it one row down.
 
-    Stepped along the row (``column`` by ``exp(-(A (2u + 1)/2 + B w))``, which itself steps by
-    ``exp(-A)``; ``ratio_x`` by ``exp(-B)``), restarting from exact exps every ``RESTART`` columns.
+    Stepped along the row (``column`` by ``exp(-(A (u + 1/2) + B w))``, which itself steps by
+    ``exp(-A)``; ``down`` by ``exp(-B)``), restarting from exact exps every ``RESTART`` columns; the
+    first start needs one ``exp`` (``column[0] = down[0] = 1``).
     """
-    a, b = p[P_A], p[P_B]
-    step_a = math.exp(-a)
-    step_b = math.exp(-b)
     j = 0
     while j < n:
-        u = c0 + j - p[P_CX]
-        g = math.exp(-(0.5 * a * u * u + b * u * w))
-        ratio = math.exp(-(0.5 * a * (2.0 * u + 1.0) + b * w))
-        x = math.exp(-b * u)
+        if j == 0:
+            g = 1.0
+            x = 1.0
+        else:
+            g = math.exp(-j * (a * (u0 + 0.5 * j) + b * w))
+            x = math.exp(-b * j)
+        ratio = math.exp(-(a * (u0 + j + 0.5) + b * w))
         for i in range(j, min(n, j + RESTART)):
             column[i] = g
-            ratio_x[i] = x
+            down[i] = x
             g *= ratio
             ratio *= step_a
             x *= step_b
         j += RESTART
 
 
-@njit(cache=True)
-def _rotated_block(image, p, r_first, r_last, c0, c1, scale, combine, tiny, column, ratio_x, total):
-    """Rows r_first..r_last of rotated kernel ``p`` over columns c0..c1.
+@njit(cache=True, inline="always")
+def _start_rows(p, u0, w, n, step_a, step_b, column, down):
+    """Exact start of a run of rows at ``w``: fills ``column``/``down`` (``_start_columns``) and
+    returns the row factor ``g(u0, w)`` and its step one row down, ``exp(-(B u0 + C (w + 1/2)))``."""
+    a, b, c = p[P_A], p[P_B], p[P_C]
+    _start_columns(a, b, u0, w, n, step_a, step_b, column, down)
+    row_factor = math.exp(-0.5 * (a * u0 * u0 + 2.0 * b * u0 * w + c * w * w - (p[P_SHIFT_COL] + p[P_SHIFT_ROW])))
+    return row_factor, math.exp(-(b * u0 + c * (w + 0.5)))
 
-    ``g = exp(-(A u^2 + 2 B u w + C w^2 - shift)/2)`` is ``row(w) * column_w(u)`` with
-    ``row(w) = exp(-(C w^2 - shift)/2)`` and ``column_w(u) = exp(-(A u^2/2 + B u w))``; one row
-    down, ``column`` is multiplied by ``ratio_x = exp(-B u)`` and ``row`` by a step that itself steps
-    by ``exp(-C)``. So a pixel costs two multiplies, and the relative error grows linearly down the
-    rows (a few hundred ulps at most, before the exact restart every ``RESTART`` rows).
 
-    With ``total`` of length 1 the values are summed into ``total[0]`` (for ``count``) and
-    ``image`` is left alone; otherwise ``scale * g`` is combined into ``image`` (2-D).
+@njit(cache=True, inline="always")
+def _rotated_block(image, p, r_first, r_last, c0, c1, scale, combine, tiny, column, down):
+    """Combine ``scale * g`` of rotated kernel ``p`` into rows r_first..r_last, columns c0..c1 of
+    ``image`` (2-D).
+
+    With ``u0 = c0 - cx`` and ``w`` the row, ``g = exp(-(A u^2 + 2 B u w + C w^2 - shift)/2)`` is
+    ``row(w) * column_w(u)``: ``row(w) = g(u0, w)`` and ``column_w`` relative to ``u0``
+    (``_start_columns``). One row down, ``column`` is multiplied by ``down = exp(-B (u - u0))`` and
+    ``row`` by a step ``exp(-(B u0 + C (w + 1/2)))`` that itself steps by ``exp(-C)``. So a pixel
+    costs two multiplies, a visit six exps, and the relative error grows with the column and the row
+    (~1000 ulps at most, before the exact restart every ``RESTART`` rows and columns).
+
+    Rows are combined over a window of whole blocks of ``LANES`` pixels that holds the box, shifted
+    left at the image's right edge: the vectorised loop then never ends in its scalar remainder
+    (6 of a 14-pixel row's pixels otherwise). Lanes outside the box hold column factor 0 and leave
+    their pixel alone. An image narrower than the window gets a window of exactly the box.
+
+    Inlined, like the functions it calls: as calls they cost ~40% of W6 (each array argument
+    travels as 7 scalars).
     """
     n = c1 - c0 + 1
-    c = p[P_C]
-    shift = p[P_SHIFT_COL] + p[P_SHIFT_ROW]
-    step_c = math.exp(-c)
-    col = column[:n]
-    down = ratio_x[:n]
-    summing = total.size == 1
+    span = (n + LANES - 1) // LANES * LANES
+    if span <= image.shape[1]:
+        start = min(c0, image.shape[1] - span)
+        for i in range(span):  # lanes outside the box stay 0 through every row
+            column[i] = 0.0
+            down[i] = 0.0
+    else:
+        start, span = c0, n
+    lead = c0 - start
+    u0 = c0 - p[P_CX]
+    step_a = math.exp(-p[P_A])
+    step_b = math.exp(-p[P_B])
+    step_c = math.exp(-p[P_C])
+    col = column[:span]
+    dn = down[:span]
     for block in range(r_first, r_last + 1, RESTART):
-        w = block - p[P_CY]
-        _start_columns(p, c0, n, w, column, ratio_x)
-        row_factor = math.exp(-0.5 * (c * w * w - shift))
-        row_step = math.exp(-0.5 * c * (2.0 * w + 1.0))
+        row_factor, row_step = _start_rows(p, u0, block - p[P_CY], n, step_a, step_b, column[lead:lead + n],
+                                           down[lead:lead + n])
         for r in range(block, min(r_last + 1, block + RESTART)):
-            if summing:
-                row_total = 0.0
-                for i in range(n):
-                    row_total += col[i]
-                    col[i] *= down[i]
-                total[0] += row_factor * row_total
-            else:
-                _combine_rotated_row(image[r, c0:c1 + 1], col, down, scale * row_factor, combine, tiny)
+            _combine_rotated_row(image[r, start:start + span], col, dn, scale * row_factor, combine, tiny)
             row_factor *= row_step
             row_step *= step_c
+
+
+@njit(cache=True)
+def _rotated_total(p, c0, c1, r0, r1):
+    """Sum of ``g`` over the box, by the recurrences of ``_rotated_block`` (for ``count``)."""
+    n = c1 - c0 + 1
+    column = np.empty(n)
+    down = np.empty(n)
+    u0 = c0 - p[P_CX]
+    step_a = math.exp(-p[P_A])
+    step_b = math.exp(-p[P_B])
+    step_c = math.exp(-p[P_C])
+    total = 0.0
+    for block in range(r0, r1 + 1, RESTART):
+        row_factor, row_step = _start_rows(p, u0, block - p[P_CY], n, step_a, step_b, column, down)
+        for r in range(block, min(r1 + 1, block + RESTART)):
+            row_total = 0.0
+            for i in range(n):
+                row_total += column[i]
+                column[i] *= down[i]
+            total += row_factor * row_total
+            row_factor *= row_step
+            row_step *= step_c
+    return total
 
 
 @njit(cache=True)
@@ -324,30 +368,41 @@ def _combine_separable_row(row, factors, row_factor, combine):
             row[i] = s + row_factor * factors[i] * (one - s)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _combine_rotated_row(row, column, down, row_factor, combine, tiny):
     """Combine ``row_factor * column`` into ``row``, then move ``column`` one row down (``*= down``).
 
-    Products are formed in float64 and flushed to 0 below ``tiny`` BEFORE the cast to the output
-    dtype: a float64 -> float32 conversion that underflows costs a microcode assist per lane.
+    Pixels whose column factor is 0 (the lanes of a window outside the kernel's box) keep their
+    value bit for bit; in-box column factors are never 0 (``_rotated_is_safe`` keeps them above
+    exp(-600)). Products are formed in float64 and flushed to 0 below ``tiny`` BEFORE the cast to
+    the output dtype: a float64 -> float32 conversion that underflows costs a microcode assist per
+    lane. Inlined: a call costs as much as a 14-pixel row (its arrays travel as 21 arguments).
     """
     one = row.dtype.type(1)
     if combine == SUM:
         for i in range(row.size):
-            v = row_factor * column[i]
-            row[i] += row.dtype.type(v if abs(v) >= tiny else 0.0)
-            column[i] *= down[i]
+            c = column[i]
+            v = row_factor * c
+            s = row[i]
+            t = s + row.dtype.type(v if abs(v) >= tiny else 0.0)
+            row[i] = t if c != 0.0 else s
+            column[i] = c * down[i]
     elif combine == MAX:
         for i in range(row.size):
-            v = row_factor * column[i]
-            row[i] = max(row[i], row.dtype.type(v if abs(v) >= tiny else 0.0))
-            column[i] *= down[i]
+            c = column[i]
+            v = row_factor * c
+            s = row[i]
+            t = max(s, row.dtype.type(v if abs(v) >= tiny else 0.0))
+            row[i] = t if c != 0.0 else s
+            column[i] = c * down[i]
     else:
         for i in range(row.size):
-            v = row_factor * column[i]
+            c = column[i]
+            v = row_factor * c
             s = row[i]
-            row[i] = s + row.dtype.type(v if abs(v) >= tiny else 0.0) * (one - s)
-            column[i] *= down[i]
+            t = s + row.dtype.type(v if abs(v) >= tiny else 0.0) * (one - s)
+            row[i] = t if c != 0.0 else s
+            column[i] = c * down[i]
 
 
 @njit(cache=True)
@@ -375,7 +430,11 @@ def _combine_exact_row(row, p, r, c0, c1, scale, combine, tiny):
 @njit(parallel=True, cache=True)
 def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factors, images, band_height,
                   combine, normalize, accumulate):
-    """Prepare every kernel, then render every (image, band) tile; see the module docstring."""
+    """Prepare every kernel, then render every (image, band) tile; see the module docstring.
+
+    The loop bodies are functions of their own: inlined into a ``prange`` body, the rotated helpers
+    nearly doubled the cold compile time (Numba's parfor passes on a large body).
+    """
     n_kernels = params.shape[0]
     n_images, height, width = images.shape
     n_bands = (height + band_height - 1) // band_height
@@ -386,73 +445,81 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
         if params[k, P_B] == 0.0:
             _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info)
         else:
-            p = params[k]
-            c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
-            safe = _rotated_is_safe(p, c0, c1, r0, r1)
-            scale = p[P_SCALE]
-            if normalize == COUNT:
-                if safe:
-                    total = np.zeros(1)
-                    column = np.empty(c1 - c0 + 1)
-                    ratio_x = np.empty(c1 - c0 + 1)
-                    _rotated_block(images[0], p, r0, r1, c0, c1, 1.0, combine, tiny, column, ratio_x, total)
-                    scale = scale / total[0]
-                else:
-                    scale = scale / _exact_sum(p, c0, c1, r0, r1)
-            info[k, 0] = scale
-            info[k, 1] = 1.0 if safe else 0.0
-            info[k, 2] = 0.0
+            _prepare_rotated(params, boxes, k, normalize, info)
     for tile in prange(n_images * n_bands):
-        image = tile // n_bands
         band_first = (tile % n_bands) * band_height
-        band_last = min(height, band_first + band_height) - 1
-        if not accumulate:  # an explicit loop: Numba's slice assignment is several times slower
-            zero = images.dtype.type(0)
-            for r in range(band_first, band_last + 1):
-                row = images[image, r]
-                for i in range(width):
-                    row[i] = zero
-        column = np.empty(width)  # scratch of _rotated_block
-        ratio_x = np.empty(width)
-        no_total = np.empty(0)
-        for j in range(offsets[tile], offsets[tile + 1]):
-            k = kernel_ids[j]
-            p = params[k]
-            c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
-            r_first = max(boxes[k, B_ROW0], band_first)
-            r_last = min(boxes[k, B_ROW1], band_last)
-            if p[P_B] == 0.0:
-                first, last = int(info[k, 1]), int(info[k, 2])
-                if first > last:
+        _render_tile(params, boxes, kernel_ids[offsets[tile]:offsets[tile + 1]], col_offsets, column_factors,
+                     info, images[tile // n_bands], band_first, min(height, band_first + band_height) - 1,
+                     combine, normalize, accumulate, tiny)
+
+
+@njit(cache=True)
+def _prepare_rotated(params, boxes, k, normalize, info):
+    """``info[k]`` of rotated kernel ``k``: (scale, whether the recurrences are safe, 0)."""
+    p = params[k]
+    c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
+    safe = _rotated_is_safe(p, c0, c1, r0, r1)
+    scale = p[P_SCALE]
+    if normalize == COUNT:
+        if safe:
+            scale = scale / _rotated_total(p, c0, c1, r0, r1)
+        else:
+            scale = scale / _exact_sum(p, c0, c1, r0, r1)
+    info[k, 0] = scale
+    info[k, 1] = 1.0 if safe else 0.0
+    info[k, 2] = 0.0
+
+
+@njit(cache=True)
+def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, image, band_first, band_last,
+                 combine, normalize, accumulate, tiny):
+    """Rows band_first..band_last of ``image`` (2-D): zeroed unless accumulating, then every kernel
+    of ``kernel_ids`` combined in."""
+    width = image.shape[1]
+    if not accumulate:  # an explicit loop: Numba's slice assignment is several times slower
+        zero = image.dtype.type(0)
+        for r in range(band_first, band_last + 1):
+            row = image[r]
+            for i in range(width):
+                row[i] = zero
+    column = np.empty(width)  # scratch of _rotated_block
+    down = np.empty(width)
+    for k in kernel_ids:
+        p = params[k]
+        c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
+        r_first = max(boxes[k, B_ROW0], band_first)
+        r_last = min(boxes[k, B_ROW1], band_last)
+        if p[P_B] == 0.0:
+            first, last = int(info[k, 1]), int(info[k, 2])
+            if first > last:
+                continue
+            base = col_offsets[k] - c0
+            factors = column_factors[base + first:base + last + 1]
+            row_scale = info[k, 0]
+            cy = p[P_CY]
+            peak_row = _factor(_nearest(cy, boxes[k, B_ROW0], boxes[k, B_ROW1]) - cy, p[P_C],
+                               p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+            for r in range(r_first, r_last + 1):
+                g = _factor(r - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+                row_factor = row_scale * g
+                if g < peak_row * 2.0 ** -60 or abs(row_factor) < tiny:
                     continue
-                base = col_offsets[k] - c0
-                factors = column_factors[base + first:base + last + 1]
-                row_scale = info[k, 0]
-                cy = p[P_CY]
-                peak_row = _factor(_nearest(cy, boxes[k, B_ROW0], boxes[k, B_ROW1]) - cy, p[P_C],
-                                   p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
-                for r in range(r_first, r_last + 1):
-                    g = _factor(r - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
-                    row_factor = row_scale * g
-                    if g < peak_row * 2.0 ** -60 or abs(row_factor) < tiny:
-                        continue
-                    # Keep the columns whose product with row_factor is a normal number (subnormal
-                    # products cost a microcode assist each); factors are unimodal, so trim the ends.
-                    lo, hi = 0, factors.size - 1
-                    floor = tiny / abs(row_factor)
-                    if floor > 2.0 ** -60:
-                        while lo <= hi and factors[lo] < floor:
-                            lo += 1
-                        while hi >= lo and factors[hi] < floor:
-                            hi -= 1
-                    _combine_separable_row(images[image, r, first + lo:first + hi + 1], factors[lo:hi + 1],
-                                           images.dtype.type(row_factor), combine)
-            elif info[k, 1] != 0.0:
-                _rotated_block(images[image], p, r_first, r_last, c0, c1, info[k, 0], combine, tiny, column,
-                               ratio_x, no_total)
-            else:
-                for r in range(r_first, r_last + 1):
-                    _combine_exact_row(images[image, r], p, r, c0, c1, info[k, 0], combine, tiny)
+                # Keep the columns whose product with row_factor is a normal number (subnormal
+                # products cost a microcode assist each); factors are unimodal, so trim the ends.
+                lo, hi = 0, factors.size - 1
+                floor = tiny / abs(row_factor)
+                if floor > 2.0 ** -60:
+                    while lo <= hi and factors[lo] < floor:
+                        lo += 1
+                    while hi >= lo and factors[hi] < floor:
+                        hi -= 1
+                _combine_separable_row(image[r, first + lo:first + hi + 1], factors[lo:hi + 1],
+                                       image.dtype.type(row_factor), combine)
+        elif info[k, 1] != 0.0:
+            _rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], combine, tiny, column, down)
+        else:
+            for r in range(r_first, r_last + 1):
+                _combine_exact_row(image[r], p, r, c0, c1, info[k, 0], combine, tiny)
 
 
 # -- dense sums through BLAS ----------------------------------------------------------------------
