@@ -191,23 +191,38 @@ def test_no_kernels_clears_or_keeps_out():
 
 # -- (4) bands, batches, extents ------------------------------------------------------------------------
 
+@pytest.mark.parametrize("band_height", [64, 128, 256])
 @pytest.mark.parametrize("normalize", ["pdf", "peak", "count", "integral"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_kernels_spanning_many_bands(normalize, dtype):
-    # 500 rows = 8 bands; tall kernels cross several band edges, short ones sit on them.
-    height, width = 500, 60
+def test_kernels_spanning_many_bands(monkeypatch, band_height, normalize, dtype):
+    # Bands of every height the backend picks; tall kernels cross several band edges, short ones
+    # sit on them.
+    monkeypatch.setattr(numba_backend, "_band_height", lambda n_images, height: band_height)
+    height, width = 500 if band_height == 64 else 1100, 60
     rng = np.random.default_rng(7)
-    band_edges = np.arange(1, 8) * numba_backend.BAND_HEIGHT - 0.5
+    band_edges = np.arange(1, height // band_height + 1) * band_height - 0.5
     tall = gh.Kernels(x=rng.uniform(0, width, 6), y=rng.uniform(0, height, 6), sigma_x=rng.uniform(2, 8, 6),
                       sigma_y=rng.uniform(40, 120, 6), theta=0.0 if normalize == "integral" else rng.uniform(-0.2, 0.2, 6))
-    short = gh.Kernels(x=rng.uniform(0, width, 7), y=band_edges, sigma_x=1.5,
-                       sigma_y=rng.uniform(0.5, 3, 7), theta=0.0 if normalize == "integral" else 1.0)
+    short = gh.Kernels(x=rng.uniform(0, width, band_edges.size), y=band_edges, sigma_x=1.5,
+                       sigma_y=rng.uniform(0.5, 3, band_edges.size), theta=0.0 if normalize == "integral" else 1.0)
     kernels = gh.Kernels(**{name: np.concatenate([getattr(tall, name), getattr(short, name)])
                             for name in ("x", "y", "sigma_x", "sigma_y", "theta", "amplitude", "image")})
     for truncate in (None, 3.0):
         options = dict(normalize=normalize, truncate=truncate)
         actual = gh.render(kernels, (height, width), backend="numba", dtype=dtype, **options)
         assert_close(actual, reference(kernels, (height, width), **options), dtype)
+
+
+def test_band_height_leaves_every_thread_several_tiles(monkeypatch):
+    monkeypatch.setattr(numba_backend.numba, "get_num_threads", lambda: 2)
+    assert numba_backend._band_height(1, 1024) == 128  # W6: 8 tiles
+    assert numba_backend._band_height(1, 768) == 64  # W5: 128-row bands would give 6
+    assert numba_backend._band_height(64, 256) == 256  # W4: one band per image, 64 tiles
+    monkeypatch.setattr(numba_backend.numba, "get_num_threads", lambda: 16)
+    assert numba_backend._band_height(1, 1024) == 64
+    assert numba_backend._band_height(64, 256) == 256
+    monkeypatch.setattr(numba_backend.numba, "get_num_threads", lambda: pytest.fail("thread count asked"))
+    assert numba_backend._band_height(1, 512) == numba_backend.BAND_HEIGHT
 
 
 @pytest.mark.parametrize("combine", ["sum", "max", "por"])

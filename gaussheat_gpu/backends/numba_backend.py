@@ -2,9 +2,9 @@
 
 How a plan is evaluated (see :mod:`gaussheat_gpu.planning` for the columns of ``params``/``boxes``):
 
-1. ``_bin_kernels`` (serial, compiled) lists the kernels of each row band, ``BAND_HEIGHT`` rows of
-   one image, as a CSR list (a counting sort: cheaper than NumPy's argsort for 100k kernels), and
-   lays out one slot per column of every axis-aligned kernel.
+1. ``_bin_kernels`` (serial, compiled) lists the kernels of each row band, 64 to 256 rows of one
+   image (``_band_height``), as a CSR list (a counting sort: cheaper than NumPy's argsort for 100k
+   kernels), and lays out one slot per column of every axis-aligned kernel.
 2. ``_render_bands`` (parallel) first prepares every kernel once (``prange`` over kernels):
    axis-aligned kernels get their column factors (one ``exp``, or one ``erf`` difference for
    ``integral``, per column), normalised to a peak of 1 and trimmed where they fall below 2**-60
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -47,7 +48,14 @@ from . import host_free_memory as free_memory  # noqa: F401  (backend interface)
 xp = np
 compiled_planning = True  # plans in one compiled pass too: ~60 NumPy calls cost more than W1 renders
 
-BAND_HEIGHT = 64  # rows per parallel task: 16-row bands were slower (PERFORMANCE-NOTES)
+# Rows per parallel task: the tallest of BAND_HEIGHTS that leaves every thread TILES_PER_THREAD
+# tasks. A kernel crossing a band edge is prepared once per band: on W6 (1024 rows, 2 threads)
+# 128-row bands took 11.6 ms where 64-row ones took 13.4 (16-row bands were slower still,
+# PERFORMANCE-NOTES); 256-row bands left W5's 768 rows 3 tasks for 2 threads (1.55 -> 1.84 ms).
+BAND_HEIGHTS = (256, 128)
+BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer than SMALL_ROWS rows
+SMALL_ROWS = 1024
+TILES_PER_THREAD = 4
 RESTART = 32  # recurrence steps between exact exp restarts
 LANES = 8  # rotated rows are combined over windows of a multiple of this many pixels
 LOG_FLUSH = -60.0 * math.log(2.0)  # factors below 2**-60 of their peak are dropped
@@ -99,11 +107,28 @@ def render(plan, out):
     if _dense_pays(plan, combine):
         _render_dense(plan, images, normalize)
         return
+    band_height = _band_height(grid.n_images, grid.height)
     offsets, kernel_ids, col_offsets = _bin_kernels(plan.boxes, plan.params, grid.n_images, grid.height,
-                                                    BAND_HEIGHT)
+                                                    band_height)
     column_factors = np.empty(col_offsets[-1], dtype=out.dtype)
     _render_bands(plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, images,
-                  BAND_HEIGHT, combine, normalize, plan.accumulate)
+                  band_height, combine, normalize, plan.accumulate)
+
+
+def _band_height(n_images, height):
+    """Rows per band: the tallest of ``BAND_HEIGHTS`` that gives every Numba thread
+    ``TILES_PER_THREAD`` (image, band) tiles, else ``BAND_HEIGHT``.
+
+    Outputs of fewer than ``SMALL_ROWS`` rows in all keep ``BAND_HEIGHT`` without asking Numba for
+    its thread count (0.6 us, 1% of W1's render()).
+    """
+    if n_images * height < SMALL_ROWS:
+        return BAND_HEIGHT
+    tiles = TILES_PER_THREAD * numba.get_num_threads()
+    for band_height in BAND_HEIGHTS:
+        if n_images * ((height + band_height - 1) // band_height) >= tiles:
+            return band_height
+    return BAND_HEIGHT
 
 
 # -- planning helpers --------------------------------------------------------------------------
