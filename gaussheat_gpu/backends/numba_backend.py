@@ -15,7 +15,8 @@ How a plan is evaluated (see :mod:`gaussheat_gpu.planning` for the columns of ``
    * rotated: with ``u0`` the box's first column, ``g(u, w)`` is the row factor ``g(u0, w)`` times
      ``column(u) = exp(-(A (u^2 - u0^2)/2 + B (u - u0) w))``; one row down, ``column`` is multiplied
      by ``exp(-B (u - u0))`` (a vector over the row) and the row factor by a scalar step, so a pixel
-     costs two multiplies and no ``exp``, and a visit six. ``column`` starts stepped along the row.
+     costs two multiplies and no ``exp``, a visit three and the kernel's preparation three more.
+     ``column`` starts stepped along the row.
      Every recurrence restarts from exact exps every ``RESTART`` steps, which bounds its relative
      error to ~1000 float64 ulps (~1e-13, against the 1e-12 of DESIGN.md section 3). Rows are
      combined over windows of whole ``LANES``-pixel blocks (lanes outside the box hold column factor
@@ -202,6 +203,15 @@ def _nearest(centre, lo, hi):
     return min(max(math.floor(centre + 0.5), lo), hi)
 
 
+@njit(cache=True, inline="always")
+def _kernel_params(params, k):
+    """Row ``k`` of ``params`` as a tuple: ``params[k]`` would be a view, and every view increfs and
+    decrefs its array with an atomic instruction on a cache line all threads share (11% of W6's
+    samples sat in NRT_incref/NRT_decref)."""
+    return (params[k, 0], params[k, 1], params[k, 2], params[k, 3], params[k, 4], params[k, 5], params[k, 6],
+            params[k, 7], params[k, 8], params[k, 9])
+
+
 # -- per-kernel preparation ---------------------------------------------------------------------
 
 @njit(cache=True)
@@ -211,7 +221,7 @@ def _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors,
     ``info[k]`` receives (row scale, first kept column, last kept column): the row factor of row
     ``r`` is ``row scale * factor(r)``, the pixel value ``row factor * column factor``.
     """
-    p = params[k]
+    p = _kernel_params(params, k)
     c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
     cx, cy = p[P_CX], p[P_CY]
     peak_col = _factor(_nearest(cx, c0, c1) - cx, p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
@@ -295,7 +305,7 @@ def _start_rows(p, u0, w, n, step_a, step_b, column, down):
 
 
 @njit(cache=True, inline="always")
-def _rotated_block(image, p, r_first, r_last, c0, c1, scale, combine, tiny, column, down, spare):
+def _rotated_block(image, p, r_first, r_last, c0, c1, scale, steps, combine, tiny, column, down, spare):
     """Combine ``scale * g`` of rotated kernel ``p`` into rows r_first..r_last, columns c0..c1 of
     ``image`` (2-D).
 
@@ -303,7 +313,8 @@ def _rotated_block(image, p, r_first, r_last, c0, c1, scale, combine, tiny, colu
     ``row(w) * column_w(u)``: ``row(w) = g(u0, w)`` and ``column_w`` relative to ``u0``
     (``_start_columns``). One row down, ``column`` is multiplied by ``down = exp(-B (u - u0))`` and
     ``row`` by a step ``exp(-(B u0 + C (w + 1/2)))`` that itself steps by ``exp(-C)``. So a pixel
-    costs two multiplies, a visit six exps, and the relative error grows with the column and the row
+    costs two multiplies, a visit three exps (``steps``, exp(-A), exp(-B), exp(-C), come from the
+    kernel's preparation), and the relative error grows with the column and the row
     (~1000 ulps at most, before the exact restart every ``RESTART`` rows and columns).
 
     Rows are combined over a window of whole blocks of ``LANES`` pixels that holds the box, shifted
@@ -325,9 +336,7 @@ def _rotated_block(image, p, r_first, r_last, c0, c1, scale, combine, tiny, colu
         start, span = c0, n
     lead = c0 - start
     u0 = c0 - p[P_CX]
-    step_a = math.exp(-p[P_A])
-    step_b = math.exp(-p[P_B])
-    step_c = math.exp(-p[P_C])
+    step_a, step_b, step_c = steps
     col = column[:span]
     dn = down[:span]
     for block in range(r_first, r_last + 1, RESTART):
@@ -499,8 +508,10 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
     n_images, height, width = images.shape
     n_bands = (height + band_height - 1) // band_height
     tiny = np.finfo(images.dtype).tiny  # smallest normal number of the output dtype
-    # info[k]: axis-aligned (row scale, first column, last column); rotated (scale, safe, 0).
-    info = np.empty((n_kernels, 3), dtype=np.float64)
+    # info[k]: axis-aligned (row scale, first column, last column, -, -); rotated (scale, safe,
+    # exp(-A), exp(-B), exp(-C)), the steps of the recurrences: computed once a kernel, not once a
+    # band, and here their exps overlap across kernels.
+    info = np.empty((n_kernels, 5), dtype=np.float64)
     for k in prange(n_kernels):
         if params[k, P_B] == 0.0:
             _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info)
@@ -515,8 +526,9 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
 
 @njit(cache=True)
 def _prepare_rotated(params, boxes, k, normalize, info):
-    """``info[k]`` of rotated kernel ``k``: (scale, whether the recurrences are safe, 0)."""
-    p = params[k]
+    """``info[k]`` of rotated kernel ``k``: (scale, whether the recurrences are safe, exp(-A), exp(-B),
+    exp(-C))."""
+    p = _kernel_params(params, k)
     c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
     safe = _rotated_is_safe(p, c0, c1, r0, r1)
     scale = p[P_SCALE]
@@ -527,7 +539,9 @@ def _prepare_rotated(params, boxes, k, normalize, info):
             scale = scale / _exact_sum(p, c0, c1, r0, r1)
     info[k, 0] = scale
     info[k, 1] = 1.0 if safe else 0.0
-    info[k, 2] = 0.0
+    info[k, 2] = math.exp(-p[P_A])
+    info[k, 3] = math.exp(-p[P_B])
+    info[k, 4] = math.exp(-p[P_C])
 
 
 @njit(cache=True)
@@ -546,7 +560,7 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
     down = np.empty(width)
     spare = np.zeros(width, dtype=image.dtype)  # the odd last row of _rotated_block
     for k in kernel_ids:
-        p = params[k]
+        p = _kernel_params(params, k)
         c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
         r_first = max(boxes[k, B_ROW0], band_first)
         r_last = min(boxes[k, B_ROW1], band_last)
@@ -577,7 +591,8 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
                 _combine_separable_row(image[r, first + lo:first + hi + 1], factors[lo:hi + 1],
                                        image.dtype.type(row_factor), combine)
         elif info[k, 1] != 0.0:
-            _rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], combine, tiny, column, down, spare)
+            _rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], (info[k, 2], info[k, 3], info[k, 4]),
+                           combine, tiny, column, down, spare)
         else:
             for r in range(r_first, r_last + 1):
                 _combine_exact_row(image[r], p, r, c0, c1, info[k, 0], combine, tiny)
@@ -609,7 +624,7 @@ def _dense_factors(params, boxes, normalize, col_factors, row_factors):
     col_floor = 2.0 ** -50 if float32 else 2.0 ** -60
     row_floor = 2.0 ** -76 if float32 else 0.0
     for k in prange(params.shape[0]):
-        p = params[k]
+        p = _kernel_params(params, k)
         c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
         r0, r1 = boxes[k, B_ROW0], boxes[k, B_ROW1]
         cx, cy = p[P_CX], p[P_CY]
