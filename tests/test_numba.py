@@ -352,3 +352,40 @@ def test_rotated_recurrences_restart_over_large_boxes():
         for dtype in ("float32", "float64"):
             actual = gh.render(kernels, shape, backend="numba", dtype=dtype, normalize=normalize)
             assert_close(actual, reference(kernels, shape, normalize=normalize), dtype)
+
+
+# -- (6) a band's first axis-aligned kernel written without zero-filling first -----------------------
+
+@pytest.mark.parametrize("combine", ["sum", "max", "por"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_first_kernel_written_directly_equals_zero_fill_and_combine(combine, dtype):
+    # W1-like: wide kernels over every row (the first one written directly, zeros around its kept
+    # columns and on its flushed far rows), then a case whose first kernel misses some band rows.
+    # Without accumulate every pixel must come out exactly as combining into zeros does.
+    amplitude = [0.9, 0.8, 0.5] if combine == "por" else [-1.0, 1.0, 0.5]
+    cases = [gh.Kernels(x=[256.0, 260.0, 100.0], y=[256.0, 250.0, 20.0], sigma_x=[20.0, 40.0, 3.0],
+                        sigma_y=[20.0, 80.0, 2.0], amplitude=amplitude),
+             gh.Kernels(x=[60.0, 30.0], y=[40.0, 150.0], sigma_x=[2.0, 30.0], sigma_y=[1.5, 60.0],
+                        amplitude=amplitude[:2]),
+             # A first kernel below 0 everywhere (max takes 0), the second one small.
+             gh.Kernels(x=[150.0, 50.0], y=[100.0, 50.0], sigma_x=[200.0, 3.0], sigma_y=[300.0, 2.0],
+                        amplitude=amplitude[:2])]
+    for kernels, shape in zip(cases, [(512, 300), (200, 120), (200, 300)]):
+        for truncate in (None, 4.0):
+            options = dict(combine=combine, truncate=truncate, normalize="peak")
+            out = np.full(shape, np.nan, dtype=dtype)
+            gh.render(kernels, shape, backend="numba", out=out, **options)
+            combined = np.zeros(shape, dtype=dtype)
+            gh.render(kernels, shape, backend="numba", out=combined, accumulate=True, **options)
+            bits = np.uint32 if dtype == "float32" else np.uint64
+            assert np.array_equal(out.view(bits), combined.view(bits)), (shape, truncate)
+            assert_close(out, reference(kernels, shape, **options), dtype)
+
+
+def test_bands_without_kernels_are_zeroed():
+    # Bands and whole images that no kernel reaches must still be overwritten with zeros.
+    for kernels in (gh.Kernels(x=[20.0], y=[10.0], sigma_x=[400.0], sigma_y=[3.0], image=[1]),
+                    gh.Kernels(x=[20.0], y=[10.0], sigma_x=[3.0], sigma_y=[2.0], theta=[0.5], image=[1])):
+        out = np.full((3, 700, 40), np.nan, dtype=np.float32)
+        gh.render(kernels, (3, 700, 40), backend="numba", out=out)
+        assert_close(out, reference(kernels, (3, 700, 40)), "float32")

@@ -9,7 +9,9 @@ How a plan is evaluated (see :mod:`gaussheat_gpu.planning` for the columns of ``
    axis-aligned kernels get their column factors (one ``exp``, or one ``erf`` difference for
    ``integral``, per column), normalised to a peak of 1 and trimmed where they fall below 2**-60
    of that peak; ``count`` kernels get their sum over the box, in float64. Then each band
-   (``prange`` over bands) zeroes its rows unless accumulating and walks its kernel list:
+   (``prange`` over bands) zeroes its rows unless accumulating and walks its kernel list (a first
+   kernel that is axis-aligned and spans the band's rows writes them whole instead, zeros
+   around its values: one pass over the rows less):
 
    * axis-aligned: one ``exp`` per row, then a multiply-combine along the row (vectorised);
    * rotated: with ``u0`` the box's first column, ``g(u, w)`` is the row factor ``g(u0, w)`` times
@@ -416,6 +418,33 @@ def _combine_separable_row(row, factors, row_factor, combine):
             row[i] = s + row_factor * factors[i] * (one - s)
 
 
+@njit(cache=True)
+def _fill_row(row, begin, end):
+    """row[begin:end] <- 0 (an explicit loop: Numba's slice assignment is several times slower)."""
+    zero = row.dtype.type(0)
+    for i in range(begin, end):
+        row[i] = zero
+
+
+@njit(cache=True)
+def _set_separable_row(row, begin, factors, row_factor, combine):
+    """row <- combine(0, row_factor * factors) from column ``begin``, and 0 around it.
+
+    Exactly what zero-filling ``row`` and then ``_combine_separable_row`` write: with s = 0, sum and
+    por give 0 + v (por's v * (1 - 0) is v), max gives max(0, v).
+    """
+    zero = row.dtype.type(0)
+    _fill_row(row, 0, begin)
+    values = row[begin:begin + factors.size]
+    if combine == MAX:
+        for i in range(values.size):
+            values[i] = max(zero, row_factor * factors[i])
+    else:
+        for i in range(values.size):
+            values[i] = zero + row_factor * factors[i]
+    _fill_row(row, begin + factors.size, row.size)
+
+
 @njit(cache=True, inline="always")
 def _combine_rotated_rows(row, row2, column, down, row_factor, row_factor2, combine, tiny):
     """Combine ``row_factor * column`` into ``row`` and, one row down, ``row_factor2 * column * down``
@@ -550,16 +579,23 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
     """Rows band_first..band_last of ``image`` (2-D): zeroed unless accumulating, then every kernel
     of ``kernel_ids`` combined in."""
     width = image.shape[1]
-    if not accumulate:  # an explicit loop: Numba's slice assignment is several times slower
-        zero = image.dtype.type(0)
-        for r in range(band_first, band_last + 1):
-            row = image[r]
-            for i in range(width):
-                row[i] = zero
+    # Unless accumulating, a band whose first kernel is axis-aligned and spans all its rows is
+    # written by that kernel (combine(0, v), zeros around it) in one pass, not zeroed and then
+    # combined: one pass over the rows less (W1: every band).
+    overwrite = False
+    if not accumulate:
+        if kernel_ids.size > 0:
+            k = kernel_ids[0]
+            overwrite = (params[k, P_B] == 0.0 and info[k, 1] <= info[k, 2] and boxes[k, B_ROW0] <= band_first
+                         and boxes[k, B_ROW1] >= band_last)
+        if not overwrite:
+            for r in range(band_first, band_last + 1):
+                _fill_row(image[r], 0, width)
     column = np.empty(width)  # scratch of _rotated_block
     down = np.empty(width)
     spare = np.zeros(width, dtype=image.dtype)  # the odd last row of _rotated_block
-    for k in kernel_ids:
+    for j in range(kernel_ids.size):
+        k = kernel_ids[j]
         p = _kernel_params(params, k)
         c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
         r_first = max(boxes[k, B_ROW0], band_first)
@@ -574,10 +610,13 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
             cy = p[P_CY]
             peak_row = _factor(_nearest(cy, boxes[k, B_ROW0], boxes[k, B_ROW1]) - cy, p[P_C],
                                p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+            setting = overwrite and j == 0
             for r in range(r_first, r_last + 1):
                 g = _factor(r - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
                 row_factor = row_scale * g
                 if g < peak_row * 2.0 ** -60 or abs(row_factor) < tiny:
+                    if setting:
+                        _fill_row(image[r], 0, width)
                     continue
                 # Keep the columns whose product with row_factor is a normal number (subnormal
                 # products cost a microcode assist each); factors are unimodal, so trim the ends.
@@ -588,8 +627,12 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
                         lo += 1
                     while hi >= lo and factors[hi] < floor:
                         hi -= 1
-                _combine_separable_row(image[r, first + lo:first + hi + 1], factors[lo:hi + 1],
-                                       image.dtype.type(row_factor), combine)
+                if setting:
+                    _set_separable_row(image[r], first + lo, factors[lo:hi + 1], image.dtype.type(row_factor),
+                                       combine)
+                else:
+                    _combine_separable_row(image[r, first + lo:first + hi + 1], factors[lo:hi + 1],
+                                           image.dtype.type(row_factor), combine)
         elif info[k, 1] != 0.0:
             _rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], (info[k, 2], info[k, 3], info[k, 4]),
                            combine, tiny, column, down, spare)
