@@ -213,16 +213,16 @@ def test_kernels_spanning_many_bands(monkeypatch, band_height, normalize, dtype)
         assert_close(actual, reference(kernels, (height, width), **options), dtype)
 
 
-def test_band_height_leaves_every_thread_several_tiles(monkeypatch):
+def test_band_height_is_the_tallest_that_splits_evenly(monkeypatch):
     monkeypatch.setattr(numba_backend.numba, "get_num_threads", lambda: 2)
-    assert numba_backend._band_height(1, 1024) == 128  # W6: 8 tiles
-    assert numba_backend._band_height(1, 768) == 64  # W5: 128-row bands would give 6
-    assert numba_backend._band_height(64, 256) == 256  # W4: one band per image, 64 tiles
+    assert numba_backend._band_height(1, 1024) == 256  # W6: 4 tiles, 2 a thread
+    assert numba_backend._band_height(1, 1280) == 128  # 5 tiles of 256 rows: 3 for one thread
+    assert numba_backend._band_height(64, 256) == 256  # W4: one band per image
     monkeypatch.setattr(numba_backend.numba, "get_num_threads", lambda: 16)
-    assert numba_backend._band_height(1, 1024) == 64
+    assert numba_backend._band_height(1, 1024) == 64  # 16 tiles for 16 threads
     assert numba_backend._band_height(64, 256) == 256
     monkeypatch.setattr(numba_backend.numba, "get_num_threads", lambda: pytest.fail("thread count asked"))
-    assert numba_backend._band_height(1, 512) == numba_backend.BAND_HEIGHT
+    assert numba_backend._band_height(1, 768) == numba_backend.BAND_HEIGHT  # W5
 
 
 @pytest.mark.parametrize("combine", ["sum", "max", "por"])

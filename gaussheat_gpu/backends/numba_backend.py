@@ -51,14 +51,16 @@ from . import host_free_memory as free_memory  # noqa: F401  (backend interface)
 xp = np
 compiled_planning = True  # plans in one compiled pass too: ~60 NumPy calls cost more than W1 renders
 
-# Rows per parallel task: the tallest of BAND_HEIGHTS that leaves every thread TILES_PER_THREAD
-# tasks. A kernel crossing a band edge is prepared once per band: on W6 (1024 rows, 2 threads)
-# 128-row bands took 11.6 ms where 64-row ones took 13.4 (16-row bands were slower still,
-# PERFORMANCE-NOTES); 256-row bands left W5's 768 rows 3 tasks for 2 threads (1.55 -> 1.84 ms).
+# Rows per parallel task: the tallest of BAND_HEIGHTS whose tiles split evenly enough over the
+# threads (a prange hands each thread one contiguous run of tiles, so more tiles than threads buy
+# no balance, and 3 tiles for 2 threads idle one thread a third of the time). A kernel crossing
+# a band edge is prepared once per band: on W6 (1024 rows, 2 threads) 64-row bands took 13.4 ms,
+# 128-row ones 11.6 and 256-row ones 11.0 (16-row bands were slower still, PERFORMANCE-NOTES);
+# W5's 768 rows in 256-row bands (3 tiles for 2 threads) went from 1.55 to 1.84 ms.
 BAND_HEIGHTS = (256, 128)
 BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer than SMALL_ROWS rows
 SMALL_ROWS = 1024
-TILES_PER_THREAD = 4
+MAX_IMBALANCE = 1.1  # most work a thread may get, relative to an even split of the tiles
 RESTART = 32  # recurrence steps between exact exp restarts
 LANES = 8  # rotated rows are combined over windows of a multiple of this many pixels
 LOG_FLUSH = -60.0 * math.log(2.0)  # factors below 2**-60 of their peak are dropped
@@ -119,17 +121,19 @@ def render(plan, out):
 
 
 def _band_height(n_images, height):
-    """Rows per band: the tallest of ``BAND_HEIGHTS`` that gives every Numba thread
-    ``TILES_PER_THREAD`` (image, band) tiles, else ``BAND_HEIGHT``.
+    """Rows per band: the tallest of ``BAND_HEIGHTS`` that gives every Numba thread a tile and no
+    thread more than ``MAX_IMBALANCE`` times its share of the tiles, else ``BAND_HEIGHT``.
 
     Outputs of fewer than ``SMALL_ROWS`` rows in all keep ``BAND_HEIGHT`` without asking Numba for
     its thread count (0.6 us, 1% of W1's render()).
     """
     if n_images * height < SMALL_ROWS:
         return BAND_HEIGHT
-    tiles = TILES_PER_THREAD * numba.get_num_threads()
+    threads = numba.get_num_threads()
     for band_height in BAND_HEIGHTS:
-        if n_images * ((height + band_height - 1) // band_height) >= tiles:
+        tiles = n_images * ((height + band_height - 1) // band_height)
+        rounds = (tiles + threads - 1) // threads
+        if tiles >= threads and rounds * threads <= MAX_IMBALANCE * tiles:
             return band_height
     return BAND_HEIGHT
 
