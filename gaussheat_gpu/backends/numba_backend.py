@@ -28,7 +28,9 @@ How a plan is evaluated (see :mod:`gaussheat_gpu.planning` for the columns of ``
 
    Values whose float32 result would be subnormal are flushed to 0 (subnormals cost 2-4x).
 3. A sum of axis-aligned kernels that each cover most of a large image (``truncate=None``) is the
-   rank-K product ``GY.T @ GX`` of their row and column factors: BLAS does that faster than a loop.
+   rank-K product ``GY.T @ GX`` of their row and column factors, written in one parallel pass by
+   :func:`.numba_dense.dense_product` (faster than ``np.matmul`` into a fresh output, and no
+   hand-off to BLAS's thread pool).
 
 Modes are run-time integer switches, so each compiled function has two specialisations at most
 (float32 and float64 output). The rotated visit's helpers are inlined (``inline="always"``): as
@@ -47,6 +49,7 @@ from ..planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, COMBINE_CODES, 
                         P_B, P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL,
                         P_SIGMA_ROW)
 from . import host_free_memory as free_memory  # noqa: F401  (backend interface)
+from .numba_dense import dense_product
 
 xp = np
 compiled_planning = True  # plans in one compiled pass too: ~60 NumPy calls cost more than W1 renders
@@ -67,8 +70,8 @@ LOG_FLUSH = -60.0 * math.log(2.0)  # factors below 2**-60 of their peak are drop
 # Rotated kernels are stepped only when every factor of the recurrences stays inside exp(+-this):
 # normal in float64 with a margin of exp(100) for the kernel's scale.
 SAFE_EXPONENT = 600.0
-DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the BLAS path
-DENSE_MAX_KERNELS = 64  # past this many kernels per image, the GEMM's rank is too high to pay
+DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the dense path
+DENSE_MAX_KERNELS = 64  # past this many kernels per image, the product's rank is too high to pay
 
 SUM = COMBINE_CODES["sum"]
 MAX = COMBINE_CODES["max"]
@@ -96,7 +99,7 @@ def render(plan, out):
 
     Notes
     -----
-    Axis-aligned sums whose kernels each cover most of a large image are rendered as one BLAS
+    Axis-aligned sums whose kernels each cover most of a large image are rendered as one dense
     matrix product per image; everything else goes through the band kernels. Both agree with the
     NumPy backend within the bounds of DESIGN.md section 3.
     """
@@ -645,7 +648,7 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
                 _combine_exact_row(image[r], p, r, c0, c1, info[k, 0], combine, tiny)
 
 
-# -- dense sums through BLAS ----------------------------------------------------------------------
+# -- dense sums as one product ----------------------------------------------------------------------
 
 def _dense_pays(plan, combine):
     """A sum of few axis-aligned kernels, each covering at least half of a large image."""
@@ -704,5 +707,4 @@ def _render_dense(plan, images, normalize):
     col_factors = np.empty((plan.n_kernels, grid.width), dtype=dtype)
     row_factors = np.empty((plan.n_kernels, grid.height), dtype=dtype)
     _dense_factors(plan.params, plan.boxes, normalize, col_factors, row_factors)
-    # matmul, not dot: with out= on a transposed operand np.dot took 8 ms where matmul took 5 (W3).
-    np.matmul(row_factors.T, col_factors, out=images[0])
+    dense_product(row_factors, col_factors, images[0])
