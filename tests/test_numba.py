@@ -1,4 +1,4 @@
-"""Numba-specific tests: the kernels' Python bodies (JIT disabled), the BLAS dense path, ``out=`` and
+"""Numba-specific tests: the kernels' Python bodies (JIT disabled), the dense rank-K path, ``out=`` and
 ``accumulate``, row bands, batches and reversed extents, against the NumPy float64 reference.
 
 The cross-backend equality suite (tests/test_equality.py) covers random inputs in every mode; these
@@ -96,7 +96,7 @@ NO_JIT_SCRIPT = textwrap.dedent("""
     for normalize in ("pdf", "count"):
         for dtype in ("float32", "float64"):
             check(f"exact-{normalize}-{dtype}", narrow, (30, 40), dtype, normalize=normalize, truncate=None)
-    # The dense (BLAS) path: large image, few wide axis-aligned kernels, sum, exact.
+    # The dense path (numba_dense.dense_product): large image, few wide axis-aligned kernels, sum, exact.
     wide = gh.Kernels(x=[300.0, 700.0], y=[500.0, 200.0], sigma_x=[150.0, 260.0], sigma_y=[220.0, 90.0])
     for normalize in ("pdf", "count"):
         for dtype in ("float32", "float64"):
@@ -128,7 +128,7 @@ def test_kernel_bodies_without_jit_match_reference():
 
 @pytest.mark.parametrize("normalize", ["pdf", "peak", "integral", "count"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_dense_blas_path_matches_reference(monkeypatch, normalize, dtype):
+def test_dense_path_matches_reference(monkeypatch, normalize, dtype):
     calls = []
     real = numba_backend._render_dense
     monkeypatch.setattr(numba_backend, "_render_dense", lambda *a: calls.append(1) or real(*a))
