@@ -354,7 +354,7 @@ def test_rotated_recurrences_restart_over_large_boxes():
             assert_close(actual, reference(kernels, shape, normalize=normalize), dtype)
 
 
-# -- (6) a band's first axis-aligned kernel written without zero-filling first -----------------------
+# -- (6) a band's first axis-aligned kernel (or first two) written without zero-filling first --------
 
 @pytest.mark.parametrize("combine", ["sum", "max", "por"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -369,8 +369,14 @@ def test_first_kernel_written_directly_equals_zero_fill_and_combine(combine, dty
                         amplitude=amplitude[:2]),
              # A first kernel below 0 everywhere (max takes 0), the second one small.
              gh.Kernels(x=[150.0, 50.0], y=[100.0, 50.0], sigma_x=[200.0, 3.0], sigma_y=[300.0, 2.0],
-                        amplitude=amplitude[:2])]
-    for kernels, shape in zip(cases, [(512, 300), (200, 120), (200, 300)]):
+                        amplitude=amplitude[:2]),
+             # Pairs written in one pass: wide columns over few rows then narrow columns over all
+             # rows (each kernel flushed where the other is not), and disjoint column ranges.
+             gh.Kernels(x=[150.0, 40.0], y=[100.0, 20.0], sigma_x=[200.0, 5.0], sigma_y=[6.0, 300.0],
+                        amplitude=amplitude[:2]),
+             gh.Kernels(x=[30.0, 250.0, 100.0], y=[100.0, 60.0, 90.0], sigma_x=[3.0, 4.0, 9.0],
+                        sigma_y=[200.0, 150.0, 30.0], amplitude=amplitude)]
+    for kernels, shape in zip(cases, [(512, 300), (200, 120), (200, 300), (200, 300), (200, 300)]):
         for truncate in (None, 4.0):
             options = dict(combine=combine, truncate=truncate, normalize="peak")
             out = np.full(shape, np.nan, dtype=dtype)
@@ -389,3 +395,33 @@ def test_bands_without_kernels_are_zeroed():
         out = np.full((3, 700, 40), np.nan, dtype=np.float32)
         gh.render(kernels, (3, 700, 40), backend="numba", out=out)
         assert_close(out, reference(kernels, (3, 700, 40)), "float32")
+
+
+PAIR_NO_JIT_SCRIPT = textwrap.dedent("""
+    import json
+    import numpy as np
+    import gaussheat_gpu as gh
+    from gaussheat_gpu.backends import numba_backend as nb
+
+    calls = []
+    written = nb._set_pair_rows
+    nb._set_pair_rows = lambda *a: calls.append(1) or written(*a)
+    k = gh.Kernels(x=[40.0, 50.0], y=[30.0, 35.0], sigma_x=[5.0, 9.0], sigma_y=[7.0, 20.0], amplitude=[0.5, 0.7])
+    errors = []
+    for combine in ("sum", "max", "por"):
+        options = dict(combine=combine, truncate=None, normalize="peak", dtype="float64")
+        got = gh.render(k, (80, 100), backend="numba", **options)
+        ref = gh.render(k, (80, 100), backend="numpy", **options)
+        errors.append(float(np.abs(got - ref).max() / np.abs(ref).max()))
+    print(json.dumps([len(calls), errors]))
+""")
+
+
+def test_pair_rows_without_jit_match_reference():
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    result = subprocess.run([sys.executable, "-c", PAIR_NO_JIT_SCRIPT], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    calls, errors = json.loads(result.stdout.strip().splitlines()[-1])
+    assert calls > 0, "the two-kernel pass was not taken"
+    assert max(errors) <= TOLERANCE["float64"], errors

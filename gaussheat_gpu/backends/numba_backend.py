@@ -11,7 +11,8 @@ How a plan is evaluated (see :mod:`gaussheat_gpu.planning` for the columns of ``
    of that peak; ``count`` kernels get their sum over the box, in float64. Then each band
    (``prange`` over bands) zeroes its rows unless accumulating and walks its kernel list (a first
    kernel that is axis-aligned and spans the band's rows writes them whole instead, zeros
-   around its values: one pass over the rows less):
+   around its values: one pass over the rows less; when the second kernel qualifies too, both
+   are written in that one pass, by the same operations in the same order as two passes):
 
    * axis-aligned: one ``exp`` per row, then a multiply-combine along the row (vectorised);
    * rotated: with ``u0`` the box's first column, ``g(u, w)`` is the row factor ``g(u0, w)`` times
@@ -580,6 +581,102 @@ def _prepare_rotated(params, boxes, k, normalize, info):
     info[k, 4] = math.exp(-p[P_C])
 
 
+@njit(cache=True, inline="always")
+def _spans_band(params, boxes, info, k, band_first, band_last):
+    """Whether kernel ``k`` is axis-aligned, keeps some columns and its box spans every band row."""
+    return (params[k, P_B] == 0.0 and info[k, 1] <= info[k, 2] and boxes[k, B_ROW0] <= band_first
+            and boxes[k, B_ROW1] >= band_last)
+
+
+@njit(cache=True, inline="always")
+def _separable_row(p, r, factors, row_scale, peak_row, normalize, tiny):
+    """Row ``r`` of an axis-aligned kernel: ``(lo, hi, row_factor)``, its values being
+    ``row_factor * factors[lo:hi + 1]``; ``lo > hi`` when the whole row is flushed.
+
+    Only columns whose product with row_factor is a normal number are kept (a subnormal product
+    costs a microcode assist each); factors are unimodal, so the ends are trimmed.
+    """
+    g = _factor(r - p[P_CY], p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+    row_factor = row_scale * g
+    if g < peak_row * 2.0 ** -60 or abs(row_factor) < tiny:
+        return 1, 0, row_factor
+    lo, hi = 0, factors.size - 1
+    floor = tiny / abs(row_factor)
+    if floor > 2.0 ** -60:
+        while lo <= hi and factors[lo] < floor:
+            lo += 1
+        while hi >= lo and factors[hi] < floor:
+            hi -= 1
+    return lo, hi, row_factor
+
+
+@njit(cache=True)
+def _set_pair_rows(image, params, boxes, k1, k2, col_offsets, column_factors, info, band_first, band_last,
+                   combine, normalize, tiny):
+    """Rows band_first..band_last written by two axis-aligned kernels that span them, in one pass.
+
+    Every pixel gets exactly what zero-filling, ``_set_separable_row`` with ``k1`` and then
+    ``_combine_separable_row`` with ``k2`` would give, by the same operations in the same order.
+    """
+    one = image.dtype.type(1)
+    zero = image.dtype.type(0)
+    width = image.shape[1]
+    firsts = (int(info[k1, 1]), int(info[k2, 1]))
+    lasts = (int(info[k1, 2]), int(info[k2, 2]))
+    bases = (col_offsets[k1] - boxes[k1, B_COL0], col_offsets[k2] - boxes[k2, B_COL0])
+    f1 = column_factors[bases[0] + firsts[0]:bases[0] + lasts[0] + 1]
+    f2 = column_factors[bases[1] + firsts[1]:bases[1] + lasts[1] + 1]
+    p1, p2 = _kernel_params(params, k1), _kernel_params(params, k2)
+    peak1 = _factor(_nearest(p1[P_CY], boxes[k1, B_ROW0], boxes[k1, B_ROW1]) - p1[P_CY], p1[P_C],
+                    p1[P_SHIFT_ROW], p1[P_SIGMA_ROW], normalize)
+    peak2 = _factor(_nearest(p2[P_CY], boxes[k2, B_ROW0], boxes[k2, B_ROW1]) - p2[P_CY], p2[P_C],
+                    p2[P_SHIFT_ROW], p2[P_SIGMA_ROW], normalize)
+    for r in range(band_first, band_last + 1):
+        lo1, hi1, v1 = _separable_row(p1, r, f1, info[k1, 0], peak1, normalize, tiny)
+        lo2, hi2, v2 = _separable_row(p2, r, f2, info[k2, 0], peak2, normalize, tiny)
+        rf1, rf2 = image.dtype.type(v1), image.dtype.type(v2)
+        # Kept columns [b, e) of each kernel (empty when its row is flushed).
+        b1, e1 = (firsts[0] + lo1, firsts[0] + hi1 + 1) if lo1 <= hi1 else (width, width)
+        b2, e2 = (firsts[1] + lo2, firsts[1] + hi2 + 1) if lo2 <= hi2 else (width, width)
+        row = image[r]
+        start = 0
+        while start < width:
+            stop = width
+            for cut in (b1, e1, b2, e2):
+                if start < cut < stop:
+                    stop = cut
+            out = row[start:stop]
+            in1, in2 = b1 <= start < e1, b2 <= start < e2
+            g1 = f1[lo1 + start - b1:lo1 + stop - b1] if in1 else f1[:0]
+            g2 = f2[lo2 + start - b2:lo2 + stop - b2] if in2 else f2[:0]
+            if in1 and in2:
+                if combine == SUM:
+                    for i in range(out.size):
+                        out[i] = (zero + rf1 * g1[i]) + rf2 * g2[i]
+                elif combine == MAX:
+                    for i in range(out.size):
+                        out[i] = max(max(zero, rf1 * g1[i]), rf2 * g2[i])
+                else:
+                    for i in range(out.size):
+                        s = zero + rf1 * g1[i]
+                        out[i] = s + rf2 * g2[i] * (one - s)
+            elif in1 or in2:
+                rf, g = (rf1, g1) if in1 else (rf2, g2)
+                if combine == MAX:
+                    for i in range(out.size):
+                        out[i] = max(zero, rf * g[i])
+                elif in1 or combine == SUM:
+                    for i in range(out.size):
+                        out[i] = zero + rf * g[i]
+                else:  # por of the second kernel into 0, as _combine_separable_row forms it
+                    for i in range(out.size):
+                        out[i] = zero + rf * g[i] * (one - zero)
+            else:
+                for i in range(out.size):
+                    out[i] = zero
+            start = stop
+
+
 @njit(cache=True)
 def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, image, band_first, band_last,
                  combine, normalize, accumulate, tiny):
@@ -593,11 +690,13 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
     if not accumulate:
         if kernel_ids.size > 0:
             k = kernel_ids[0]
-            overwrite = (params[k, P_B] == 0.0 and info[k, 1] <= info[k, 2] and boxes[k, B_ROW0] <= band_first
-                         and boxes[k, B_ROW1] >= band_last)
+            overwrite = _spans_band(params, boxes, info, k, band_first, band_last)
         if not overwrite:
             for r in range(band_first, band_last + 1):
                 _fill_row(image[r], 0, width)
+    # When the second kernel qualifies too, both are written in one pass (W1: a third less work).
+    paired = overwrite and kernel_ids.size > 1 and _spans_band(params, boxes, info, kernel_ids[1], band_first,
+                                                               band_last)
     column = np.empty(width)  # scratch of _rotated_block
     down = np.empty(width)
     spare = np.zeros(width, dtype=image.dtype)  # the odd last row of _rotated_block
@@ -607,7 +706,11 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
         c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
         r_first = max(boxes[k, B_ROW0], band_first)
         r_last = min(boxes[k, B_ROW1], band_last)
-        if p[P_B] == 0.0:
+        if paired and j < 2:
+            if j == 0:  # both kernels at once; j == 1 is then done
+                _set_pair_rows(image, params, boxes, kernel_ids[0], kernel_ids[1], col_offsets, column_factors,
+                               info, band_first, band_last, combine, normalize, tiny)
+        elif p[P_B] == 0.0:
             first, last = int(info[k, 1]), int(info[k, 2])
             if first > last:
                 continue
@@ -619,21 +722,11 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
                                p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
             setting = overwrite and j == 0
             for r in range(r_first, r_last + 1):
-                g = _factor(r - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
-                row_factor = row_scale * g
-                if g < peak_row * 2.0 ** -60 or abs(row_factor) < tiny:
+                lo, hi, row_factor = _separable_row(p, r, factors, row_scale, peak_row, normalize, tiny)
+                if lo > hi:
                     if setting:
                         _fill_row(image[r], 0, width)
                     continue
-                # Keep the columns whose product with row_factor is a normal number (subnormal
-                # products cost a microcode assist each); factors are unimodal, so trim the ends.
-                lo, hi = 0, factors.size - 1
-                floor = tiny / abs(row_factor)
-                if floor > 2.0 ** -60:
-                    while lo <= hi and factors[lo] < floor:
-                        lo += 1
-                    while hi >= lo and factors[hi] < floor:
-                        hi -= 1
                 if setting:
                     _set_separable_row(image[r], first + lo, factors[lo:hi + 1], image.dtype.type(row_factor),
                                        combine)
