@@ -260,7 +260,7 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
     truncate = math.inf if truncate is None else truncate  # exact: boxes clip to the whole image
     tables = _compiled_tables(kernels, grid, truncate, normalize) if compiled and xp is np else None
     if tables is None:
-        tables = _array_tables(kernels, grid, truncate, normalize, xp)
+        tables = _array_tables(kernels, grid, truncate, normalize, combine, xp)
     _raise_for_bad_kernels(kernels, tables, grid, combine, normalize)
     if normalize == "count":
         _set_count_shifts(tables.params, tables.boxes, xp)
@@ -332,7 +332,8 @@ def por_peak_is_bad(scale, amplitude, normalize_code):
 # -- the plan tables: on arrays (any xp), or in one compiled loop on the host ---------------------
 
 class _Tables(NamedTuple):
-    """Plan rows of the kernels with a pixel in the image, and what the checks found (-1: nothing)."""
+    """Plan rows of the kernels with a pixel in the image, and the first kernel each check caught
+    (-1: none, or not checked because the modes do not need it)."""
 
     params: object
     boxes: object
@@ -347,7 +348,9 @@ def _geometry(grid):
     return (grid.x0, grid.dx, grid.y0, grid.dy)
 
 
-def _array_tables(kernels, grid, truncate, normalize, xp) -> _Tables:
+def _array_tables(kernels, grid, truncate, normalize, combine, xp) -> _Tables:
+    """The tables with array operations; only the checks ``combine``/``normalize`` need are run
+    (each costs a device synchronisation on CuPy)."""
     n = len(kernels)
     theta = kernels.theta
     if n and not int(xp.count_nonzero(theta)):
@@ -362,8 +365,12 @@ def _array_tables(kernels, grid, truncate, normalize, xp) -> _Tables:
         _geometry(grid), normalize == "pdf")
     image = kernels.image
     first_bad_image = _first_index((image < 0) | (image >= grid.n_images), xp)
-    first_rotated = _first_index(b_coef != 0.0, xp) if n and not isinstance(cos, float) else -1
-    first_bad_por = _first_index(por_peak_is_bad(scale, kernels.amplitude, normalize_code), xp)
+    first_rotated = -1
+    if normalize == "integral" and not isinstance(cos, float):
+        first_rotated = _first_index(b_coef != 0.0, xp)
+    first_bad_por = -1
+    if combine == "por":
+        first_bad_por = _first_index(por_peak_is_bad(scale, kernels.amplitude, normalize_code), xp)
 
     params = xp.empty((n, N_PARAMS), dtype=xp.float64)
     for column, values in ((P_CX, cx), (P_CY, cy), (P_A, a_coef), (P_B, b_coef), (P_C, c_coef),
@@ -389,7 +396,7 @@ def _compiled_tables(kernels, grid, truncate, normalize):
     """:func:`_array_tables` in one compiled pass over host kernels; None where Numba is missing.
 
     A call with few kernels costs ~60 NumPy calls on arrays (~30 us); with 100k kernels the strided
-    column writes and temporaries cost ~10 ms. This loop does both in a few microseconds / ~1 ms.
+    column writes and temporaries cost ~10 ms. This loop takes ~3 us and ~1.6 ms (W1, W6).
     """
     plan_rows = _compiled_plan_rows()
     if plan_rows is None:
@@ -484,9 +491,9 @@ def _raise_for_bad_kernels(kernels, tables, grid, combine, normalize):
     k = tables.first_bad_por
     if combine == "por" and k >= 0:
         amplitude = float(kernels.amplitude[k])
-        peak = amplitude
-        if normalize == "pdf":
-            peak = amplitude / (2.0 * math.pi * float(kernels.sigma_x[k]) * float(kernels.sigma_y[k]))
+        scale = kernel_coefficients(0.0, 0.0, float(kernels.sigma_x[k]), float(kernels.sigma_y[k]), 1.0, 0.0,
+                                    amplitude, (0.0, 1.0, 0.0, 1.0), normalize == "pdf")[-1]
+        peak = scale if normalize in ("pdf", "peak") else amplitude
         raise ValueError(
             f"combine='por' needs every kernel value in [0, 1], but kernel {k} has amplitude = "
             f"{amplitude!r} and peak value {peak!r} (normalize={normalize!r})"

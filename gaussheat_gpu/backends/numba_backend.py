@@ -222,6 +222,27 @@ def _kernel_params(params, k):
             params[k, 7], params[k, 8], params[k, 9])
 
 
+@njit(cache=True, inline="always")
+def _col_peak(p, c0, c1, normalize):
+    """Largest column factor of an axis-aligned kernel over columns c0..c1 (nearest its centre)."""
+    return _factor(_nearest(p[P_CX], c0, c1) - p[P_CX], p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
+
+
+@njit(cache=True, inline="always")
+def _row_peak(p, r0, r1, normalize):
+    """Largest row factor of an axis-aligned kernel over rows r0..r1 (nearest its centre)."""
+    return _factor(_nearest(p[P_CY], r0, r1) - p[P_CY], p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+
+
+@njit(cache=True, inline="always")
+def _kept_factors(k, boxes, info, col_offsets, column_factors):
+    """First kept column of axis-aligned kernel ``k`` and its column factors from there (empty when
+    ``_prepare_separable`` kept none)."""
+    first, last = int(info[k, 1]), int(info[k, 2])
+    base = col_offsets[k] - boxes[k, B_COL0]
+    return first, column_factors[base + first:base + max(last, first - 1) + 1]
+
+
 # -- per-kernel preparation ---------------------------------------------------------------------
 
 @njit(cache=True)
@@ -234,7 +255,7 @@ def _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors,
     p = _kernel_params(params, k)
     c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
     cx, cy = p[P_CX], p[P_CY]
-    peak_col = _factor(_nearest(cx, c0, c1) - cx, p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
+    peak_col = _col_peak(p, c0, c1, normalize)
     base = col_offsets[k] - c0
     col_sum = 0.0
     first, last = c1 + 1, c0 - 1
@@ -621,23 +642,18 @@ def _set_pair_rows(image, params, boxes, k1, k2, col_offsets, column_factors, in
     one = image.dtype.type(1)
     zero = image.dtype.type(0)
     width = image.shape[1]
-    firsts = (int(info[k1, 1]), int(info[k2, 1]))
-    lasts = (int(info[k1, 2]), int(info[k2, 2]))
-    bases = (col_offsets[k1] - boxes[k1, B_COL0], col_offsets[k2] - boxes[k2, B_COL0])
-    f1 = column_factors[bases[0] + firsts[0]:bases[0] + lasts[0] + 1]
-    f2 = column_factors[bases[1] + firsts[1]:bases[1] + lasts[1] + 1]
+    first1, f1 = _kept_factors(k1, boxes, info, col_offsets, column_factors)
+    first2, f2 = _kept_factors(k2, boxes, info, col_offsets, column_factors)
     p1, p2 = _kernel_params(params, k1), _kernel_params(params, k2)
-    peak1 = _factor(_nearest(p1[P_CY], boxes[k1, B_ROW0], boxes[k1, B_ROW1]) - p1[P_CY], p1[P_C],
-                    p1[P_SHIFT_ROW], p1[P_SIGMA_ROW], normalize)
-    peak2 = _factor(_nearest(p2[P_CY], boxes[k2, B_ROW0], boxes[k2, B_ROW1]) - p2[P_CY], p2[P_C],
-                    p2[P_SHIFT_ROW], p2[P_SIGMA_ROW], normalize)
+    peak1 = _row_peak(p1, boxes[k1, B_ROW0], boxes[k1, B_ROW1], normalize)
+    peak2 = _row_peak(p2, boxes[k2, B_ROW0], boxes[k2, B_ROW1], normalize)
     for r in range(band_first, band_last + 1):
         lo1, hi1, v1 = _separable_row(p1, r, f1, info[k1, 0], peak1, normalize, tiny)
         lo2, hi2, v2 = _separable_row(p2, r, f2, info[k2, 0], peak2, normalize, tiny)
         rf1, rf2 = image.dtype.type(v1), image.dtype.type(v2)
         # Kept columns [b, e) of each kernel (empty when its row is flushed).
-        b1, e1 = (firsts[0] + lo1, firsts[0] + hi1 + 1) if lo1 <= hi1 else (width, width)
-        b2, e2 = (firsts[1] + lo2, firsts[1] + hi2 + 1) if lo2 <= hi2 else (width, width)
+        b1, e1 = (first1 + lo1, first1 + hi1 + 1) if lo1 <= hi1 else (width, width)
+        b2, e2 = (first2 + lo2, first2 + hi2 + 1) if lo2 <= hi2 else (width, width)
         row = image[r]
         start = 0
         while start < width:
@@ -711,15 +727,11 @@ def _render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, i
                 _set_pair_rows(image, params, boxes, kernel_ids[0], kernel_ids[1], col_offsets, column_factors,
                                info, band_first, band_last, combine, normalize, tiny)
         elif p[P_B] == 0.0:
-            first, last = int(info[k, 1]), int(info[k, 2])
-            if first > last:
+            first, factors = _kept_factors(k, boxes, info, col_offsets, column_factors)
+            if factors.size == 0:
                 continue
-            base = col_offsets[k] - c0
-            factors = column_factors[base + first:base + last + 1]
             row_scale = info[k, 0]
-            cy = p[P_CY]
-            peak_row = _factor(_nearest(cy, boxes[k, B_ROW0], boxes[k, B_ROW1]) - cy, p[P_C],
-                               p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+            peak_row = _row_peak(p, boxes[k, B_ROW0], boxes[k, B_ROW1], normalize)
             setting = overwrite and j == 0
             for r in range(r_first, r_last + 1):
                 lo, hi, row_factor = _separable_row(p, r, factors, row_scale, peak_row, normalize, tiny)
@@ -771,8 +783,8 @@ def _dense_factors(params, boxes, normalize, col_factors, row_factors):
         c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
         r0, r1 = boxes[k, B_ROW0], boxes[k, B_ROW1]
         cx, cy = p[P_CX], p[P_CY]
-        peak_col = _factor(_nearest(cx, c0, c1) - cx, p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
-        peak_row = _factor(_nearest(cy, r0, r1) - cy, p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
+        peak_col = _col_peak(p, c0, c1, normalize)
+        peak_row = _row_peak(p, r0, r1, normalize)
         col_factors[k, :] = 0
         row_factors[k, :] = 0
         col_sum = 0.0
