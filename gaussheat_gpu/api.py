@@ -92,8 +92,7 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
     elif accumulate:
         raise ValueError("accumulate=True combines with an existing output: pass out=")
     plan = make_plan(kernels.to(module.xp), grid, combine=combine, normalize=normalize, truncate=truncate,
-                     dtype=dtype, accumulate=accumulate, xp=module.xp,
-                     compiled=getattr(module, "compiled_planning", False))
+                     dtype=dtype, accumulate=accumulate, xp=module.xp, **getattr(module, "plan_options", {}))
     if out is None:
         needed = math.prod(grid.shape) * dtype.itemsize
         free = module.free_memory() if needed > _CHECK_MEMORY_ABOVE else needed

@@ -218,7 +218,7 @@ def bin_kernels(plan: Plan, tile_height: int, tile_width: int):
 
 
 def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4.0,
-              dtype=np.float32, accumulate=False, xp=np, compiled=False) -> Plan:
+              dtype=np.float32, accumulate=False, xp=np, compiled=False, workspace=None) -> Plan:
     """Validate the options against the kernels and compute the plan.
 
     Parameters
@@ -235,6 +235,10 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
         Plan host (NumPy) kernels in one Numba-compiled pass: the same bits as the array code, with
         a few microseconds of overhead instead of ~60 NumPy calls. Falls back to the array code where
         Numba cannot be imported; ignored for other ``xp``.
+    workspace : gaussheat_gpu._workspace.Workspace, optional
+        Where the compiled pass puts the plan's tables: reused memory, so the plan is valid only
+        until the same thread plans again with it (what one ``render`` call needs). Default: fresh
+        arrays.
 
     Returns
     -------
@@ -258,8 +262,10 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
             raise ValueError(f"truncate = {truncate} must be a finite number > 0, or None for no truncation")
 
     truncate = math.inf if truncate is None else truncate  # exact: boxes clip to the whole image
-    tables = _compiled_tables(kernels, grid, truncate, normalize) if compiled and xp is np else None
-    if tables is None:
+    numba_planning = _numba_planning() if compiled and xp is np else None
+    if numba_planning is not None:
+        tables = numba_planning.plan_tables(kernels, grid, truncate, normalize, workspace)
+    else:
         tables = _array_tables(kernels, grid, truncate, normalize, combine, xp)
     _raise_for_bad_kernels(kernels, tables, grid, combine, normalize)
     if normalize == "count":
@@ -271,9 +277,9 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
 # -- per-kernel formulas, written once ----------------------------------------------------------
 #
 # These take arrays (NumPy or CuPy: NumPy's ufuncs dispatch to CuPy through ``__array_ufunc__``) or
-# float64 scalars inside the compiled host loop, which calls them through Numba's
-# ``register_jitable``. Plain IEEE operations only (no fused multiply-add), so both ways give the
-# same bits; the one exception, cos/sin, is always taken from NumPy on the host.
+# float64 scalars inside the compiled host loop (backends/numba_planning.py), which calls them
+# through Numba's ``register_jitable``. Plain IEEE operations only (no fused multiply-add), so both
+# ways give the same bits; cos/sin come from the C library there only where it matches NumPy's.
 
 def kernel_coefficients(x, y, sigma_x, sigma_y, cos, sin, amplitude, geometry, pdf):
     """Pixel-unit coefficients of kernels (see the module docstring for their meaning).
@@ -392,86 +398,16 @@ def _array_tables(kernels, grid, truncate, normalize, combine, xp) -> _Tables:
     return _Tables(params, boxes, kernel_index, axis_aligned, first_bad_image, first_rotated, first_bad_por)
 
 
-def _compiled_tables(kernels, grid, truncate, normalize):
-    """:func:`_array_tables` in one compiled pass over host kernels; None where Numba is missing.
-
-    A call with few kernels costs ~60 NumPy calls on arrays (~30 us); with 100k kernels the strided
-    column writes and temporaries cost ~10 ms. This loop takes ~3 us and ~1.6 ms (W1, W6).
-    """
-    plan_rows = _compiled_plan_rows()
-    if plan_rows is None:
-        return None
-    arrays = kernels.as_dict()  # one dict copy costs less than six attribute look-ups
-    theta = arrays["theta"]
-    if np.count_nonzero(theta):  # cos/sin from NumPy: Numba's libm may differ from NumPy's SIMD by an ulp
-        trig = (np.cos(theta), np.sin(theta))
-    else:
-        trig = (_NO_TRIG, _NO_TRIG)
-    columns = (arrays["x"], arrays["y"], arrays["sigma_x"], arrays["sigma_y"], arrays["amplitude"])
-    limits = (grid.n_images, grid.height, grid.width)
-    params, boxes, kernel_index, checks, any_rotated = plan_rows(
-        columns, arrays["image"], trig, _geometry(grid), limits, truncate, NORMALIZE_CODES[normalize])
-    return _Tables(params, boxes, kernel_index, not any_rotated, *checks)
-
-
-_NO_TRIG = np.empty(0)
-
-
 @functools.cache
-def _compiled_plan_rows():
+def _numba_planning():
+    """:mod:`gaussheat_gpu.backends.numba_planning`, the tables in one compiled pass over host
+    kernels; None without Numba (imported on first use: the package and the NumPy backend never
+    import Numba)."""
     try:
-        from numba import njit
-        from numba.extending import register_jitable
+        from .backends import numba_planning
     except ImportError:
         return None
-    for formula in (kernel_coefficients, support_range, por_peak_is_bad):
-        register_jitable(formula)
-    return njit(cache=True)(_plan_rows)
-
-
-def _plan_rows(columns, image, trig, geometry, limits, truncate, normalize_code):
-    """Compiled body of :func:`_compiled_tables`: one pass over the kernels, kept rows packed in order.
-
-    Returns params, boxes, kernel_index, ``checks`` = (first kernel with a bad image index, first
-    rotated kernel, first kernel outside por's range; -1 for none) and whether a kept kernel is rotated.
-    """
-    x, y, sigma_x, sigma_y, amplitude = columns
-    cos_all, sin_all = trig
-    n_images, height, width = limits
-    pdf = normalize_code == _PDF
-    n = x.size
-    params = np.empty((n, N_PARAMS))
-    boxes = np.empty((n, N_BOX), dtype=np.int64)
-    kernel_index = np.empty(n, dtype=np.int64)
-    first_bad_image = first_rotated = first_bad_por = -1
-    kept = 0
-    any_rotated = False
-    for k in range(n):
-        cos, sin = (cos_all[k], sin_all[k]) if cos_all.size else (1.0, 0.0)
-        cx, cy, a_coef, b_coef, c_coef, sigma_col, sigma_row, scale = kernel_coefficients(
-            x[k], y[k], sigma_x[k], sigma_y[k], cos, sin, amplitude[k], geometry, pdf)
-        if first_bad_image < 0 and (image[k] < 0 or image[k] >= n_images):
-            first_bad_image = k
-        if first_rotated < 0 and b_coef != 0.0:
-            first_rotated = k
-        if first_bad_por < 0 and por_peak_is_bad(scale, amplitude[k], normalize_code):
-            first_bad_por = k
-        col0, col1 = support_range(cx, truncate * sigma_col, width)
-        row0, row1 = support_range(cy, truncate * sigma_row, height)
-        if col0 > col1 or row0 > row1:
-            continue
-        p = params[kept]
-        p[P_CX], p[P_CY], p[P_A], p[P_B], p[P_C] = cx, cy, a_coef, b_coef, c_coef
-        p[P_SIGMA_COL], p[P_SIGMA_ROW], p[P_SCALE] = sigma_col, sigma_row, scale
-        p[P_SHIFT_COL] = p[P_SHIFT_ROW] = 0.0
-        box = boxes[kept]
-        box[B_COL0], box[B_COL1], box[B_ROW0], box[B_ROW1] = int(col0), int(col1), int(row0), int(row1)
-        box[B_IMAGE] = image[k]
-        kernel_index[kept] = k
-        any_rotated = any_rotated or b_coef != 0.0
-        kept += 1
-    checks = (first_bad_image, first_rotated, first_bad_por)
-    return params[:kept], boxes[:kept], kernel_index[:kept], checks, any_rotated
+    return numba_planning
 
 
 def _raise_for_bad_kernels(kernels, tables, grid, combine, normalize):

@@ -88,6 +88,26 @@ def test_compiled_and_array_plans_refuse_bad_kernels_alike(case, message):
             make_plan(kernels, grid, compiled=compiled, **modes)
 
 
+@pytest.mark.parametrize("column, bad, modes, message", [
+    ("image", 2, {}, r"image\[{k}\] = 2 is out of range"),
+    ("theta", 0.25, dict(normalize="integral"), r"kernel {k} has theta = 0\.25"),
+    ("amplitude", 7.0, dict(combine="por", normalize="peak"), r"kernel {k} has amplitude = 7\.0"),
+])
+def test_parallel_pass_reports_the_first_bad_kernel_of_any_chunk(column, bad, modes, message):
+    from gaussheat_gpu.backends import numba_planning
+
+    n = 3 * numba_planning.CHUNK
+    columns = dict(x=np.full(n, 5.0), y=5.0, sigma_x=1.0, sigma_y=2.0, amplitude=0.5)
+    values = np.zeros(n) if column != "amplitude" else np.full(n, 0.5)
+    first = numba_planning.CHUNK + 17  # in the second chunk; the third has one too
+    values[[first, 2 * numba_planning.CHUNK + 3]] = bad
+    columns[column] = values.astype(np.int64) if column == "image" else values
+    kernels = gh.Kernels(**columns)
+    for compiled in (False, True):
+        with pytest.raises(ValueError, match=message.format(k=first)):
+            make_plan(kernels, make_grid((2, 9, 9)), compiled=compiled, **modes)
+
+
 def test_first_failed_check_wins_in_a_fixed_order():
     # Kernel 2 has a bad image index, kernel 0 a rotation under integral: the image error comes first.
     kernels = gh.Kernels(x=[1.0, 2, 3], y=1.0, sigma_x=1.0, sigma_y=2.0, theta=[0.3, 0, 0], image=[0, 0, 4])
@@ -96,30 +116,88 @@ def test_first_failed_check_wins_in_a_fixed_order():
             make_plan(kernels, make_grid((2, 5, 5)), normalize="integral", compiled=compiled)
 
 
-def test_compiled_loop_runs_as_python_too():
-    """``_plan_rows`` is a plain function until first compiled use: its Python body gives the same tables."""
-    rng = np.random.default_rng(4)
-    n = 50
-    kernels = gh.Kernels(rng.uniform(-10, 60, n), rng.uniform(-10, 40, n), rng.uniform(0.3, 5, n),
-                         rng.uniform(0.3, 5, n), rng.uniform(-3, 3, n) * (rng.random(n) < 0.5),
-                         rng.uniform(0, 1, n), rng.integers(0, 2, n))
+def random_kernels(seed, n, off_image=0.0):
+    """``n`` kernels on a 50 x 30 grid, half of them rotated, a share ``off_image`` far outside it."""
+    rng = np.random.default_rng(seed)
+    x = np.where(rng.random(n) < off_image, 1e4, rng.uniform(-10, 60, n))
+    return gh.Kernels(x, rng.uniform(-10, 40, n), rng.uniform(0.3, 5, n), rng.uniform(0.3, 5, n),
+                      rng.uniform(-3, 3, n) * (rng.random(n) < 0.5), rng.uniform(0, 1, n), rng.integers(0, 2, n))
+
+
+def test_compiled_loop_runs_as_python_too(monkeypatch):
+    """The loop bodies as plain Python (as NUMBA_DISABLE_JIT runs them) give the compiled tables; with
+    chunks of 7 kernels, the parallel pass packs rows across chunks and keeps the first failed checks."""
+    from gaussheat_gpu.backends import numba_planning
+
+    kernels = random_kernels(4, 50, off_image=0.3)
     grid = make_grid((2, 30, 50), extent=(0, 10, 7.5, -1))
-    compiled = planning._compiled_tables(kernels, grid, 2.5, "count")
+    compiled = numba_planning.plan_tables(kernels, grid, 2.5, "count")
     columns = (kernels.x, kernels.y, kernels.sigma_x, kernels.sigma_y, kernels.amplitude)
-    trig = (np.cos(kernels.theta), np.sin(kernels.theta))
-    params, boxes, kernel_index, checks, any_rotated = planning._plan_rows(
-        columns, kernels.image, trig, (grid.x0, grid.dx, grid.y0, grid.dy), (2, 30, 50), 2.5,
-        planning.NORMALIZE_CODES["count"])
-    np.testing.assert_array_equal(params, compiled.params, strict=True)
-    np.testing.assert_array_equal(boxes, compiled.boxes, strict=True)
-    np.testing.assert_array_equal(kernel_index, compiled.kernel_index, strict=True)
-    assert checks == (-1, compiled.first_rotated, compiled.first_bad_por) and any_rotated
+    trig = (np.empty(0), np.empty(0))
+    inputs = (columns, kernels.image, kernels.theta, trig, numba_planning.LIBM_TRIG)
+    setup = ((grid.x0, grid.dx, grid.y0, grid.dy), (2, 30, 50), 2.5, planning.NORMALIZE_CODES["count"])
+    monkeypatch.setattr(numba_planning, "CHUNK", 7)
+    for run in (numba_planning.plan_chunk.py_func, numba_planning.plan_chunks.py_func):
+        tables = (np.empty((50, 10)), np.empty((50, 5), np.int64), np.empty(50, np.int64))
+        if run is numba_planning.plan_chunk.py_func:
+            kept, checks, any_rotated = run(inputs, setup, tables, 0, 50)
+            tables = tuple(table[:kept] for table in tables)
+        else:
+            tables, checks, any_rotated = run(inputs, setup, tables)
+        assert 0 < tables[0].shape[0] < 50
+        for table, expected in zip(tables, (compiled.params, compiled.boxes, compiled.kernel_index)):
+            np.testing.assert_array_equal(table, expected, strict=True)
+        assert checks == (-1, compiled.first_rotated, compiled.first_bad_por) and any_rotated
+
+
+@pytest.mark.parametrize("trig_from_numpy", [False, True])
+def test_parallel_pass_packs_many_chunks_with_the_array_codes_bits(monkeypatch, trig_from_numpy):
+    """Past CHUNK kernels the compiled pass runs chunks in parallel and packs the kept rows; NumPy's
+    cos/sin are read instead of the C library's where the probe finds them different."""
+    from gaussheat_gpu.backends import numba_planning
+
+    if trig_from_numpy:
+        monkeypatch.setattr(numba_planning, "libm_trig_matches_numpy", lambda: False)
+    kernels = random_kernels(5, 5 * numba_planning.CHUNK + 123, off_image=0.4)
+    array_plan, compiled_plan = plans(kernels, (2, 30, 50), dict(normalize="count", truncate=2.5))
+    assert_same_plan(array_plan, compiled_plan)
+    assert 0.2 < compiled_plan.n_kernels / len(kernels) < 0.6  # rows from every chunk moved down
+
+
+def test_trig_probe_catches_an_ulp(monkeypatch):
+    from gaussheat_gpu.backends import numba_planning
+
+    class OneUlpOff:  # NumPy, but cos one ulp up, as a vectorised cos gives on some angles
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def cos(angles):
+            return np.nextafter(np.cos(angles), np.inf)
+
+    monkeypatch.setattr(numba_planning, "np", OneUlpOff())
+    assert not numba_planning.libm_trig_matches_numpy.__wrapped__()
+
+
+def test_compiled_tables_can_live_in_a_workspace():
+    from gaussheat_gpu._workspace import Workspace
+
+    workspace = Workspace()
+    kernels = random_kernels(6, 20_000)
+    grid = make_grid((2, 30, 50))
+    fresh = make_plan(kernels, grid, compiled=True)
+    reused = make_plan(kernels, grid, compiled=True, workspace=workspace)
+    assert_same_plan(fresh, reused)
+    again = make_plan(random_kernels(7, 19_000), grid, compiled=True, workspace=workspace)
+    assert np.shares_memory(again.params, reused.params)  # the second plan took the first one's memory
 
 
 def test_numba_backend_plans_compiled_and_numpy_backend_does_not(monkeypatch):
     seen = []
-    original = planning._compiled_tables
-    monkeypatch.setattr(planning, "_compiled_tables", lambda *a: seen.append(a) or original(*a))
+    from gaussheat_gpu.backends import numba_planning
+
+    original = numba_planning.plan_tables
+    monkeypatch.setattr(numba_planning, "plan_tables", lambda *a: seen.append(a) or original(*a))
     kernels = gh.Kernels(x=[3.0], y=[4.0], sigma_x=1.5)
     numba_out = gh.render(kernels, (8, 9), backend="numba")
     assert len(seen) == 1

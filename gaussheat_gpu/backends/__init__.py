@@ -11,8 +11,9 @@ A backend module provides:
     The array module of its outputs (``numpy`` or ``cupy``).
 ``free_memory()``
     Bytes an output may take on its device.
-``compiled_planning`` (optional, default False)
-    Plan host kernels with :func:`~gaussheat_gpu.planning.make_plan`'s compiled pass (same bits).
+``plan_options`` (optional, default ``{}``)
+    Keyword arguments for :func:`~gaussheat_gpu.planning.make_plan`: ``compiled`` (plan host kernels
+    in its compiled pass, same bits) and ``workspace`` (where that pass puts the tables).
 ``check_output_device(out)`` (optional)
     Raise if a caller's ``out`` is not on the device the backend writes to.
 

@@ -46,14 +46,19 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._workspace import Workspace
 from ..planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, COMBINE_CODES, NORMALIZE_CODES, P_A,
                         P_B, P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL,
                         P_SIGMA_ROW)
 from . import host_free_memory as free_memory  # noqa: F401  (backend interface)
 from .numba_dense import dense_product
+from .numba_planning import WORKSPACE_MIN_KERNELS
 
 xp = np
-compiled_planning = True  # plans in one compiled pass too: ~60 NumPy calls cost more than W1 renders
+# make_plan options: the compiled planning pass (~60 NumPy calls cost more than W1 renders), its
+# tables in this thread's reused memory (fresh pages cost W6 ~7 ms of page faults a call)
+WORKSPACE = Workspace()
+plan_options = {"compiled": True, "workspace": WORKSPACE}
 
 # Rows per parallel task: the tallest of BAND_HEIGHTS whose tiles split evenly enough over the
 # threads (a prange hands each thread one contiguous run of tiles, so more tiles than threads buy
@@ -119,8 +124,13 @@ def render(plan, out):
     band_height = _band_height(grid.n_images, grid.height)
     offsets, kernel_ids, col_offsets = _bin_kernels(plan.boxes, plan.params, grid.n_images, grid.height,
                                                     band_height)
-    column_factors = np.empty(col_offsets[-1], dtype=out.dtype)
-    _render_bands(plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, images,
+    if n_kernels >= WORKSPACE_MIN_KERNELS:
+        column_factors = WORKSPACE.empty("column_factors", (col_offsets[-1],), out.dtype)
+        info = WORKSPACE.empty("info", (n_kernels, 5), np.float64)
+    else:
+        column_factors = np.empty(col_offsets[-1], dtype=out.dtype)
+        info = np.empty((n_kernels, 5), dtype=np.float64)
+    _render_bands(plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
                   band_height, combine, normalize, plan.accumulate)
 
 
@@ -555,7 +565,7 @@ def _combine_exact_row(row, p, r, c0, c1, scale, combine, tiny):
 # -- the parallel kernel --------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True)
-def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factors, images, band_height,
+def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height,
                   combine, normalize, accumulate):
     """Prepare every kernel, then render every (image, band) tile; see the module docstring.
 
@@ -566,10 +576,9 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
     n_images, height, width = images.shape
     n_bands = (height + band_height - 1) // band_height
     tiny = np.finfo(images.dtype).tiny  # smallest normal number of the output dtype
-    # info[k]: axis-aligned (row scale, first column, last column, -, -); rotated (scale, safe,
-    # exp(-A), exp(-B), exp(-C)), the steps of the recurrences: computed once a kernel, not once a
-    # band, and here their exps overlap across kernels.
-    info = np.empty((n_kernels, 5), dtype=np.float64)
+    # info (n_kernels, 5) receives, per kernel: axis-aligned (row scale, first column, last column,
+    # -, -); rotated (scale, safe, exp(-A), exp(-B), exp(-C)), the steps of the recurrences:
+    # computed once a kernel, not once a band, and here their exps overlap across kernels.
     for k in prange(n_kernels):
         if params[k, P_B] == 0.0:
             _prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info)

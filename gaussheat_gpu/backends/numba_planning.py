@@ -1,0 +1,236 @@
+"""The planner's formulas compiled for host kernels: what ``make_plan(compiled=True)`` runs.
+
+:mod:`gaussheat_gpu.planning` writes each per-kernel formula once (``kernel_coefficients``,
+``support_range``, ``por_peak_is_bad``) and evaluates it on arrays for NumPy and CuPy. Here Numba
+compiles the same functions (``register_jitable``) into one loop over the kernels, which gives the
+array code's bits: plain IEEE operations, no fused multiply-add. A call with few kernels costs ~60
+NumPy calls on arrays (~30 us) and takes ~3 us here; with 100k kernels the array code's strided
+column writes and temporaries cost ~10 ms and this loop ~1.5 ms on one thread, ~0.8 on two.
+
+cos/sin come from the C library (what ``math.cos`` compiles to), in the loop, on every thread,
+wherever that library gives NumPy's bits on a probe of angles (:func:`libm_trig_matches_numpy`);
+elsewhere NumPy computes them first and the loop reads them. On the 2-core VM this moved W6's
+cos/sin from 2.0 ms (NumPy, one thread) into the loop's two threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import njit, prange
+from numba.extending import register_jitable
+
+from ..planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, NORMALIZE_CODES, P_A, P_B,
+                        P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL, P_SIGMA_ROW, _Tables,
+                        kernel_coefficients, por_peak_is_bad, support_range)
+
+for _formula in (kernel_coefficients, support_range, por_peak_is_bad):
+    register_jitable(_formula)
+
+CHUNK = 4096  # kernels per parallel task; plans of at most this many kernels run on the calling thread
+WORKSPACE_MIN_KERNELS = 512  # fewer kernels' tables (< 60 KiB) are cheaper to allocate afresh
+PDF = NORMALIZE_CODES["pdf"]
+# Where a kernel's cos/sin come from.
+NO_ROTATION, LIBM_TRIG, GIVEN_TRIG = range(3)
+
+
+def plan_tables(kernels, grid, truncate, normalize, workspace=None):
+    """The plan tables of ``kernels``: what ``planning._array_tables`` computes, in one compiled pass.
+
+    Parameters
+    ----------
+    kernels : Kernels
+        Validated host kernels.
+    grid : gaussheat_gpu.planning.Grid
+    truncate : float
+        Support radius in sigmas (``inf``: whole image).
+    normalize : str
+        One of ``planning.NORMALIZES``.
+    workspace : gaussheat_gpu._workspace.Workspace, optional
+        Where to put the tables of ``WORKSPACE_MIN_KERNELS`` kernels or more; default (and below
+        that) fresh arrays.
+
+    Returns
+    -------
+    planning._Tables
+        Rows of the kernels with a pixel in the image, packed in the caller's order, and the first
+        kernel each check caught (-1: none); every check is run.
+
+    Examples
+    --------
+    >>> import gaussheat_gpu as gh
+    >>> from gaussheat_gpu.planning import make_grid
+    >>> tables = plan_tables(gh.Kernels(x=[2.0, 50.0], y=[2.0, 2.0], sigma_x=1.0), make_grid((5, 5)), 3.0, "pdf")
+    >>> tables.boxes.tolist(), tables.kernel_index.tolist(), tables.first_bad_image
+    ([[0, 4, 0, 4, 0]], [0], -1)
+    """
+    arrays = kernels.as_dict()  # one dict copy costs less than six attribute look-ups
+    theta = arrays["theta"]
+    trig = (_NO_TRIG, _NO_TRIG)
+    if not np.count_nonzero(theta):
+        source = NO_ROTATION
+    elif libm_trig_matches_numpy():
+        source = LIBM_TRIG
+    else:
+        source = GIVEN_TRIG
+        trig = (np.cos(theta), np.sin(theta))
+    inputs = ((arrays["x"], arrays["y"], arrays["sigma_x"], arrays["sigma_y"], arrays["amplitude"]),
+              arrays["image"], theta, trig, source)
+    setup = ((grid.x0, grid.dx, grid.y0, grid.dy), (grid.n_images, grid.height, grid.width), truncate,
+             NORMALIZE_CODES[normalize])
+    n = theta.size
+    if workspace is None or n < WORKSPACE_MIN_KERNELS:
+        tables = _NO_TABLES
+    else:
+        tables = (workspace.empty("params", (n, N_PARAMS), np.float64),
+                  workspace.empty("boxes", (n, N_BOX), np.int64),
+                  workspace.empty("kernel_index", (n,), np.int64))
+    (params, boxes, kernel_index), checks, any_rotated = (plan_rows if n <= CHUNK else plan_chunks)(
+        inputs, setup, tables)
+    return _Tables(params, boxes, kernel_index, not any_rotated, *checks)
+
+
+_NO_TRIG = np.empty(0)
+# Tables too small to hold a plan: the loop then allocates its own (cheaper than three np.empty
+# calls and three slices here, 1 us of W1's 40).
+_NO_TABLES = (np.empty((0, N_PARAMS)), np.empty((0, N_BOX), dtype=np.int64), np.empty(0, dtype=np.int64))
+
+
+@njit(cache=True)
+def _tables_for(tables, n):
+    if tables[0].shape[0] >= n:
+        return tables
+    return np.empty((n, N_PARAMS)), np.empty((n, N_BOX), dtype=np.int64), np.empty(n, dtype=np.int64)
+
+
+@njit(cache=True)
+def plan_rows(inputs, setup, tables):
+    """The tables of :func:`plan_tables` on the calling thread (``tables``: where to write them, or
+    ``_NO_TABLES``), the checks and whether a kept kernel is rotated."""
+    n = inputs[2].size
+    params, boxes, kernel_index = _tables_for(tables, n)
+    kept, checks, any_rotated = plan_chunk(inputs, setup, (params, boxes, kernel_index), 0, n)
+    return (params[:kept], boxes[:kept], kernel_index[:kept]), checks, any_rotated
+
+
+@njit(cache=True)
+def plan_chunk(inputs, setup, tables, lo, hi):
+    """Plan rows of kernels ``lo..hi-1``, packed into ``tables`` from row ``lo``.
+
+    Returns the number of rows written, the first kernel each check caught (bad image index,
+    rotated, outside por's range; -1: none) and whether a kept kernel is rotated.
+    """
+    (x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source = inputs
+    geometry, (n_images, height, width), truncate, normalize_code = setup
+    params, boxes, kernel_index = tables
+    pdf = normalize_code == PDF
+    first_bad_image = first_rotated = first_bad_por = -1
+    row = lo
+    any_rotated = False
+    for k in range(lo, hi):
+        if source == NO_ROTATION:
+            cos, sin = 1.0, 0.0
+        elif source == LIBM_TRIG:
+            cos, sin = math.cos(theta[k]), math.sin(theta[k])
+        else:
+            cos, sin = cos_given[k], sin_given[k]
+        cx, cy, a_coef, b_coef, c_coef, sigma_col, sigma_row, scale = kernel_coefficients(
+            x[k], y[k], sigma_x[k], sigma_y[k], cos, sin, amplitude[k], geometry, pdf)
+        if first_bad_image < 0 and (image[k] < 0 or image[k] >= n_images):
+            first_bad_image = k
+        if first_rotated < 0 and b_coef != 0.0:
+            first_rotated = k
+        if first_bad_por < 0 and por_peak_is_bad(scale, amplitude[k], normalize_code):
+            first_bad_por = k
+        col0, col1 = support_range(cx, truncate * sigma_col, width)
+        row0, row1 = support_range(cy, truncate * sigma_row, height)
+        if col0 > col1 or row0 > row1:
+            continue
+        # Element writes, not row views: a view costs two atomic reference-count updates on a
+        # cache line every thread shares.
+        params[row, P_CX] = cx
+        params[row, P_CY] = cy
+        params[row, P_A] = a_coef
+        params[row, P_B] = b_coef
+        params[row, P_C] = c_coef
+        params[row, P_SIGMA_COL] = sigma_col
+        params[row, P_SIGMA_ROW] = sigma_row
+        params[row, P_SCALE] = scale
+        params[row, P_SHIFT_COL] = 0.0
+        params[row, P_SHIFT_ROW] = 0.0
+        boxes[row, B_COL0] = int(col0)
+        boxes[row, B_COL1] = int(col1)
+        boxes[row, B_ROW0] = int(row0)
+        boxes[row, B_ROW1] = int(row1)
+        boxes[row, B_IMAGE] = image[k]
+        kernel_index[row] = k
+        any_rotated = any_rotated or b_coef != 0.0
+        row += 1
+    return row - lo, (first_bad_image, first_rotated, first_bad_por), any_rotated
+
+
+@njit(parallel=True, cache=True)
+def plan_chunks(inputs, setup, tables):
+    """:func:`plan_chunk` over chunks of ``CHUNK`` kernels in parallel, then the kept rows packed."""
+    # A prange body cannot take tuples holding arrays or tuples: their items travel one by one and
+    # are packed again inside.
+    (x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source = inputs
+    (x0, dx, y0, dy), (n_images, height, width), truncate, normalize_code = setup
+    n = theta.size
+    params, boxes, kernel_index = _tables_for(tables, n)
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    kept = np.empty(n_chunks, dtype=np.int64)
+    firsts = np.empty((n_chunks, 3), dtype=np.int64)
+    rotated = np.empty(n_chunks, dtype=np.bool_)
+    for chunk in prange(n_chunks):
+        lo = chunk * CHUNK
+        count, checks, any_rotated = plan_chunk(
+            ((x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source),
+            ((x0, dx, y0, dy), (n_images, height, width), truncate, normalize_code), (params, boxes, kernel_index),
+            lo, min(n, lo + CHUNK))
+        kept[chunk] = count
+        firsts[chunk, 0], firsts[chunk, 1], firsts[chunk, 2] = checks
+        rotated[chunk] = any_rotated
+    total = 0
+    for chunk in range(n_chunks):
+        lo = chunk * CHUNK
+        if total != lo:  # rows move down only (total < lo), so copying upwards is safe
+            for i in range(kept[chunk]):
+                for j in range(N_PARAMS):
+                    params[total + i, j] = params[lo + i, j]
+                for j in range(N_BOX):
+                    boxes[total + i, j] = boxes[lo + i, j]
+                kernel_index[total + i] = kernel_index[lo + i]
+        total += kept[chunk]
+    checks = [-1, -1, -1]
+    for j in range(3):
+        for chunk in range(n_chunks):
+            if firsts[chunk, j] >= 0:
+                checks[j] = firsts[chunk, j]
+                break
+    return (params[:total], boxes[:total], kernel_index[:total]), (checks[0], checks[1], checks[2]), rotated.any()
+
+
+@functools.cache
+def libm_trig_matches_numpy() -> bool:
+    """Whether the compiled loop's cos/sin give NumPy's bits on a probe of 20,000 angles.
+
+    Both are the C library's on the machines measured so far (bit for bit on 3 million angles); a
+    NumPy built with its own vectorised float64 cos/sin differs by an ulp on a good share of angles,
+    which this probe catches, and the loop then reads NumPy's values instead.
+    """
+    rng = np.random.default_rng(0)
+    angles = np.concatenate([np.linspace(-8.0, 8.0, 10_001), rng.uniform(-math.pi, math.pi, 9_000),
+                             rng.uniform(-1e4, 1e4, 990), [0.0, -0.0, 1e-300, math.pi, -math.pi / 2, 1e10]])
+    return bool(np.array_equal(_libm_cos_sin(angles), np.stack([np.cos(angles), np.sin(angles)])))
+
+
+@njit(cache=True)
+def _libm_cos_sin(angles):
+    result = np.empty((2, angles.size))
+    for i in range(angles.size):
+        result[0, i] = math.cos(angles[i])
+        result[1, i] = math.sin(angles[i])
+    return result
