@@ -46,21 +46,40 @@ def test_each_thread_has_its_own_buffers():
     assert not np.shares_memory(mine, theirs[0])
 
 
+CALLS = [  # (kernels, rotated, options): sizes that grow, shrink and grow past the buffers
+    (30_000, True, dict(normalize="pdf")),
+    (5_000, False, dict(normalize="count", dtype="float64")),
+    (40_000, True, dict(combine="max", normalize="peak")),
+    (2_000, False, dict(combine="por", normalize="peak", amplitude=0.3)),
+    (30_000, False, dict(normalize="integral", accumulate=True)),
+]
+
+
 def test_numba_renders_stay_exact_while_reusing_memory():
     """Calls of changing sizes and modes on one thread, each checked against the reference: a call
     never reads what the one before left in the reused buffers, and outputs never alias them."""
     pytest.importorskip("numba")
     rng = np.random.default_rng(8)
+    shape = (150, 200)
     outputs = []
-    for i, n in enumerate((30_000, 5_000, 40_000, 30_000)):
-        rotated = i % 2 == 0
+    for n, rotated, options in CALLS:
+        options = dict(options, truncate=3.0)
+        amplitude = options.pop("amplitude", None)
         kernels = gh.Kernels(rng.uniform(-5, 200, n), rng.uniform(-5, 150, n), rng.uniform(0.5, 4, n),
                              rng.uniform(0.5, 4, n), rng.uniform(0, np.pi, n) if rotated else 0.0,
-                             rng.uniform(0.1, 1, n))
-        options = dict(truncate=3.0, normalize="count" if i == 1 else "pdf")
-        got = gh.render(kernels, (150, 200), backend="numba", **options)
-        expected = gh.render(kernels, (150, 200), backend="numpy", dtype="float64", **options)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+                             amplitude if amplitude is not None else rng.uniform(0.1, 1, n))
+        dtype = options.pop("dtype", "float32")
+        start = None
+        if options.pop("accumulate", False):
+            start = rng.uniform(0, 1, shape).astype(dtype)
+            got = gh.render(kernels, shape, backend="numba", out=start.copy(), accumulate=True, **options)
+        else:
+            got = gh.render(kernels, shape, backend="numba", dtype=dtype, **options)
+        expected = gh.render(kernels, shape, backend="numpy", dtype="float64", **options)
+        if start is not None:
+            expected = expected + start
+        tolerance = 1e-5 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance * np.abs(expected).max())
         outputs.append((got, got.copy()))
     for got, copy in outputs:
         np.testing.assert_array_equal(got, copy)  # later calls did not write into earlier outputs
