@@ -79,6 +79,8 @@ SAFE_EXPONENT = 600.0
 DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the dense path
 DENSE_MAX_KERNELS = 64  # past this many kernels per image, the product's rank is too high to pay
 
+INFO_COLUMNS = 5  # what _render_bands's preparation keeps per kernel (its comment lists them)
+
 SUM = COMBINE_CODES["sum"]
 MAX = COMBINE_CODES["max"]
 POR = COMBINE_CODES["por"]
@@ -126,10 +128,10 @@ def render(plan, out):
                                                     band_height)
     if n_kernels >= WORKSPACE_MIN_KERNELS:
         column_factors = WORKSPACE.empty("column_factors", (col_offsets[-1],), out.dtype)
-        info = WORKSPACE.empty("info", (n_kernels, 5), np.float64)
+        info = WORKSPACE.empty("info", (n_kernels, INFO_COLUMNS), np.float64)
     else:
         column_factors = np.empty(col_offsets[-1], dtype=out.dtype)
-        info = np.empty((n_kernels, 5), dtype=np.float64)
+        info = np.empty((n_kernels, INFO_COLUMNS), dtype=np.float64)
     _render_bands(plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
                   band_height, combine, normalize, plan.accumulate)
 
@@ -576,7 +578,7 @@ def _render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factor
     n_images, height, width = images.shape
     n_bands = (height + band_height - 1) // band_height
     tiny = np.finfo(images.dtype).tiny  # smallest normal number of the output dtype
-    # info (n_kernels, 5) receives, per kernel: axis-aligned (row scale, first column, last column,
+    # info (n_kernels, INFO_COLUMNS) receives, per kernel: axis-aligned (row scale, first column, last column,
     # -, -); rotated (scale, safe, exp(-A), exp(-B), exp(-C)), the steps of the recurrences:
     # computed once a kernel, not once a band, and here their exps overlap across kernels.
     for k in prange(n_kernels):

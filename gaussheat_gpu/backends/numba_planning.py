@@ -4,13 +4,14 @@
 ``support_range``, ``por_peak_is_bad``) and evaluates it on arrays for NumPy and CuPy. Here Numba
 compiles the same functions (``register_jitable``) into one loop over the kernels, which gives the
 array code's bits: plain IEEE operations, no fused multiply-add. A call with few kernels costs ~60
-NumPy calls on arrays (~30 us) and takes ~3 us here; with 100k kernels the array code's strided
-column writes and temporaries cost ~10 ms and this loop ~1.5 ms on one thread, ~0.8 on two.
+NumPy calls on arrays (~30 us) and takes ~3 us here. With 100k rotated kernels (W6) the array
+code's strided column writes and temporaries cost ~10 ms; one loop on one thread after NumPy's
+cos/sin took 3.5 ms (2.0 of them cos/sin), and chunks of ``CHUNK`` kernels on the VM's two threads
+with cos/sin inside take 1.7 ms.
 
-cos/sin come from the C library (what ``math.cos`` compiles to), in the loop, on every thread,
-wherever that library gives NumPy's bits on a probe of angles (:func:`libm_trig_matches_numpy`);
-elsewhere NumPy computes them first and the loop reads them. On the 2-core VM this moved W6's
-cos/sin from 2.0 ms (NumPy, one thread) into the loop's two threads.
+cos/sin come from the C library (what ``math.cos`` compiles to), inside the loop, wherever that
+library gives NumPy's bits on a probe of angles (:func:`libm_trig_matches_numpy`); elsewhere
+NumPy computes them first and the loop reads them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from ..planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, NORMALIZE_CODES, P_A, P_B,
-                        P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL, P_SIGMA_ROW, _Tables,
-                        kernel_coefficients, por_peak_is_bad, support_range)
+                        P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL, P_SIGMA_ROW, _geometry,
+                        _Tables, kernel_coefficients, por_peak_is_bad, support_range)
 
 for _formula in (kernel_coefficients, support_range, por_peak_is_bad):
     register_jitable(_formula)
@@ -78,8 +79,7 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
         trig = (np.cos(theta), np.sin(theta))
     inputs = ((arrays["x"], arrays["y"], arrays["sigma_x"], arrays["sigma_y"], arrays["amplitude"]),
               arrays["image"], theta, trig, source)
-    setup = ((grid.x0, grid.dx, grid.y0, grid.dy), (grid.n_images, grid.height, grid.width), truncate,
-             NORMALIZE_CODES[normalize])
+    setup = (_geometry(grid), (grid.n_images, grid.height, grid.width), truncate, NORMALIZE_CODES[normalize])
     n = theta.size
     if workspace is None or n < WORKSPACE_MIN_KERNELS:
         tables = _NO_TABLES
@@ -196,7 +196,7 @@ def plan_chunks(inputs, setup, tables):
     total = 0
     for chunk in range(n_chunks):
         lo = chunk * CHUNK
-        if total != lo:  # rows move down only (total < lo), so copying upwards is safe
+        if total != lo:  # rows only move to lower indices (total < lo): copied in order, none is overwritten early
             for i in range(kept[chunk]):
                 for j in range(N_PARAMS):
                     params[total + i, j] = params[lo + i, j]
