@@ -48,7 +48,7 @@ N_BOX = 5
 
 COMBINE_CODES = {name: code for code, name in enumerate(COMBINES)}
 NORMALIZE_CODES = {name: code for code, name in enumerate(NORMALIZES)}
-_PDF, _PEAK = NORMALIZE_CODES["pdf"], NORMALIZE_CODES["peak"]  # pdf/peak: values peak at SCALE
+_PEAK = NORMALIZE_CODES["peak"]  # codes up to this one (pdf, peak) give values that peak at SCALE
 
 
 class Grid(NamedTuple):

@@ -32,8 +32,6 @@ def test_small_arrays_and_arrays_past_the_limit_are_fresh(monkeypatch):
     assert np.shares_memory(kept, workspace.empty("a", (2**18,), np.float64))
     past = workspace.empty("b", (2**18,), np.float64)  # would make 4.5 MiB in all: not kept
     assert not np.shares_memory(past, workspace.empty("b", (2**18,), np.float64))
-    workspace.clear()
-    assert not np.shares_memory(kept, workspace.empty("a", (2**18,), np.float64))
 
 
 def test_each_thread_has_its_own_buffers():

@@ -56,7 +56,7 @@ from .numba_planning import WORKSPACE_MIN_KERNELS
 
 xp = np
 # make_plan options: the compiled planning pass (~60 NumPy calls cost more than W1 renders), its
-# tables in this thread's reused memory (fresh pages cost W6 ~7 ms of page faults a call)
+# tables in this thread's reused memory (fresh pages cost a W6 call ~10 ms of page faults)
 WORKSPACE = Workspace()
 plan_options = {"compiled": True, "workspace": WORKSPACE}
 
