@@ -20,6 +20,7 @@ from gaussheat_gpu.planning import make_grid, make_plan
 from strategies import render_cases
 
 pytest.importorskip("numba")
+from gaussheat_gpu.backends import numba_planning  # noqa: E402
 
 
 def plans(kernels, shape, options, **extra):
@@ -94,8 +95,6 @@ def test_compiled_and_array_plans_refuse_bad_kernels_alike(case, message):
     ("amplitude", 7.0, dict(combine="por", normalize="peak"), r"kernel {k} has amplitude = 7\.0"),
 ])
 def test_parallel_pass_reports_the_first_bad_kernel_of_any_chunk(column, bad, modes, message):
-    from gaussheat_gpu.backends import numba_planning
-
     n = 3 * numba_planning.CHUNK
     columns = dict(x=np.full(n, 5.0), y=5.0, sigma_x=1.0, sigma_y=2.0, amplitude=0.5)
     values = np.zeros(n) if column != "amplitude" else np.full(n, 0.5)
@@ -127,8 +126,6 @@ def random_kernels(seed, n, off_image=0.0):
 def test_compiled_loop_runs_as_python_too(monkeypatch):
     """The loop bodies as plain Python (as NUMBA_DISABLE_JIT runs them) give the compiled tables; with
     chunks of 7 kernels, the parallel pass packs rows across chunks and keeps the first failed checks."""
-    from gaussheat_gpu.backends import numba_planning
-
     kernels = random_kernels(4, 50, off_image=0.3)
     grid = make_grid((2, 30, 50), extent=(0, 10, 7.5, -1))
     compiled = numba_planning.plan_tables(kernels, grid, 2.5, "count")
@@ -154,8 +151,6 @@ def test_compiled_loop_runs_as_python_too(monkeypatch):
 def test_parallel_pass_packs_many_chunks_with_the_array_codes_bits(monkeypatch, trig_from_numpy):
     """Past CHUNK kernels the compiled pass runs chunks in parallel and packs the kept rows; NumPy's
     cos/sin are read instead of the C library's where the probe finds them different."""
-    from gaussheat_gpu.backends import numba_planning
-
     if trig_from_numpy:
         monkeypatch.setattr(numba_planning, "libm_trig_matches_numpy", lambda: False)
     kernels = random_kernels(5, 5 * numba_planning.CHUNK + 123, off_image=0.4)
@@ -165,8 +160,6 @@ def test_parallel_pass_packs_many_chunks_with_the_array_codes_bits(monkeypatch, 
 
 
 def test_trig_probe_catches_an_ulp(monkeypatch):
-    from gaussheat_gpu.backends import numba_planning
-
     class OneUlpOff:  # NumPy, but cos one ulp up, as a vectorised cos gives on some angles
         def __getattr__(self, name):
             return getattr(np, name)
@@ -194,8 +187,6 @@ def test_compiled_tables_can_live_in_a_workspace():
 
 def test_numba_backend_plans_compiled_and_numpy_backend_does_not(monkeypatch):
     seen = []
-    from gaussheat_gpu.backends import numba_planning
-
     original = numba_planning.plan_tables
     monkeypatch.setattr(numba_planning, "plan_tables", lambda *a: seen.append(a) or original(*a))
     kernels = gh.Kernels(x=[3.0], y=[4.0], sigma_x=1.5)
