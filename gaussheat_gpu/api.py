@@ -91,8 +91,12 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
         _check_out(out, grid.shape, dtype, module)
     elif accumulate:
         raise ValueError("accumulate=True combines with an existing output: pass out=")
-    plan = make_plan(kernels.to(module.xp), grid, combine=combine, normalize=normalize, truncate=truncate,
-                     dtype=dtype, accumulate=accumulate, xp=module.xp, **getattr(module, "plan_options", {}))
+    options = dict(combine=combine, normalize=normalize, truncate=truncate, dtype=dtype, accumulate=accumulate)
+    backend_planner = getattr(module, "make_plan", None)
+    if backend_planner is not None:  # plans where it renders (the device): takes host or device kernels
+        plan = backend_planner(kernels, grid, **options)
+    else:
+        plan = make_plan(kernels.to(module.xp), grid, xp=module.xp, **options, **getattr(module, "plan_options", {}))
     if out is None:
         needed = math.prod(grid.shape) * dtype.itemsize
         free = module.free_memory() if needed > _CHECK_MEMORY_ABOVE else needed

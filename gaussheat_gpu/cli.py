@@ -139,7 +139,7 @@ def run_info() -> int:
     print(f"  auto -> {backends.get('auto').__name__.rsplit('.', 1)[-1].removesuffix('_backend')}")
     print("CUDA devices:")
     try:
-        from .backends import cupy_backend
+        from .backends import cupy as cupy_backend
     except ImportError as exc:
         print(f"  none usable: {exc}")
     else:

@@ -250,19 +250,10 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
         Unknown mode, bad ``truncate``, an image index outside the output, a rotated kernel with
         ``normalize="integral"``, or (``combine="por"``) a kernel whose values leave ``[0, 1]``.
     """
-    if combine not in COMBINES:
-        raise ValueError(f"combine = {combine!r} is not one of {', '.join(map(repr, COMBINES))}")
-    if normalize not in NORMALIZES:
-        raise ValueError(f"normalize = {normalize!r} is not one of {', '.join(map(repr, NORMALIZES))}")
-    if truncate is not None:
-        if isinstance(truncate, bool) or not isinstance(truncate, (int, float, np.integer, np.floating)):
-            raise TypeError(f"truncate must be a number of sigmas or None, got {truncate!r}")
-        truncate = float(truncate)
-        if not (math.isfinite(truncate) and truncate > 0):
-            raise ValueError(f"truncate = {truncate} must be a finite number > 0, or None for no truncation")
-
-    truncate = math.inf if truncate is None else truncate  # exact: boxes clip to the whole image
-    numba_planning = _numba_planning() if compiled and xp is np else None
+    check_modes(combine, normalize)
+    truncate = check_truncate(truncate, len(kernels))
+    # The compiled pass takes one radius for all kernels; per-kernel radii take the array code.
+    numba_planning = _numba_planning() if compiled and xp is np and np.ndim(truncate) == 0 else None
     if numba_planning is not None:
         tables = numba_planning.plan_tables(kernels, grid, truncate, normalize, workspace)
     else:
@@ -272,6 +263,47 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
         _set_count_shifts(tables.params, tables.boxes, xp)
     return Plan(grid, combine, normalize, np.dtype(dtype), bool(accumulate), tables.params, tables.boxes,
                 tables.kernel_index, tables.axis_aligned, xp)
+
+
+def check_modes(combine, normalize):
+    """Raise ``ValueError`` unless ``combine`` and ``normalize`` name known modes."""
+    if combine not in COMBINES:
+        raise ValueError(f"combine = {combine!r} is not one of {', '.join(map(repr, COMBINES))}")
+    if normalize not in NORMALIZES:
+        raise ValueError(f"normalize = {normalize!r} is not one of {', '.join(map(repr, NORMALIZES))}")
+
+
+def check_truncate(truncate, n_kernels):
+    """Validate ``truncate`` and return it as planning uses it: a float (``inf`` for None, no
+    truncation) or a float64 array of one radius per kernel.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a number, None or a 1-D array of ``n_kernels`` numbers; or a radius that is not a finite
+        number > 0 (the message names the kernel).
+    """
+    if truncate is None:
+        return math.inf  # exact: boxes clip to the whole image
+    if isinstance(truncate, bool) or not isinstance(truncate, (int, float, np.integer, np.floating)):
+        if np.ndim(truncate) != 1:
+            raise TypeError(f"truncate must be a number of sigmas, None, or one number per kernel, got {truncate!r}")
+        from ._xp import to_host
+
+        radii = to_host(truncate)
+        if radii.dtype.kind not in "biuf" or radii.dtype.kind == "b" or radii.shape != (n_kernels,):
+            raise TypeError(f"truncate as an array must hold one number per kernel ({n_kernels}), got dtype "
+                            f"{radii.dtype} and shape {radii.shape}")
+        radii = radii.astype(np.float64)
+        bad = ~(np.isfinite(radii) & (radii > 0))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"truncate[{k}] = {radii[k]!r} must be a finite number > 0 (kernel {k})")
+        return radii
+    truncate = float(truncate)
+    if not (math.isfinite(truncate) and truncate > 0):
+        raise ValueError(f"truncate = {truncate} must be a finite number > 0, or None for no truncation")
+    return truncate
 
 
 # -- per-kernel formulas, written once ----------------------------------------------------------
@@ -410,30 +442,38 @@ def _numba_planning():
     return numba_planning
 
 
+# The data checks of a plan, in the order their errors are raised.
+CHECK_IMAGE, CHECK_INTEGRAL_ROTATED, CHECK_POR = range(3)
+
+
 def _raise_for_bad_kernels(kernels, tables, grid, combine, normalize):
-    k = tables.first_bad_image
-    if k >= 0:
+    for check, k in ((CHECK_IMAGE, tables.first_bad_image), (CHECK_INTEGRAL_ROTATED, tables.first_rotated),
+                     (CHECK_POR, tables.first_bad_por)):
+        if k >= 0:
+            raise_for_bad_kernel(kernels, grid, combine, normalize, check, k)
+
+
+def raise_for_bad_kernel(kernels, grid, combine, normalize, check, k):
+    """Raise the ``ValueError`` of data check ``check`` (``CHECK_*``) failed by kernel ``k``."""
+    if check == CHECK_IMAGE:
         raise ValueError(
             f"image[{k}] = {int(kernels.image[k])} is out of range: the output holds {grid.n_images} image(s), "
             f"so image indices must lie in [0, {grid.n_images - 1}]"
         )
-    k = tables.first_rotated
-    if normalize == "integral" and k >= 0:
+    if check == CHECK_INTEGRAL_ROTATED:
         raise ValueError(
             f"normalize='integral' needs axis-aligned kernels, but kernel {k} has theta = "
             f"{float(kernels.theta[k])!r} with sigma_x = {float(kernels.sigma_x[k])!r} != sigma_y = "
             f"{float(kernels.sigma_y[k])!r}; rotated pixel integrals are not supported yet (use normalize='pdf')"
         )
-    k = tables.first_bad_por
-    if combine == "por" and k >= 0:
-        amplitude = float(kernels.amplitude[k])
-        scale = kernel_coefficients(0.0, 0.0, float(kernels.sigma_x[k]), float(kernels.sigma_y[k]), 1.0, 0.0,
-                                    amplitude, (0.0, 1.0, 0.0, 1.0), normalize == "pdf")[-1]
-        peak = scale if normalize in ("pdf", "peak") else amplitude
-        raise ValueError(
-            f"combine='por' needs every kernel value in [0, 1], but kernel {k} has amplitude = "
-            f"{amplitude!r} and peak value {peak!r} (normalize={normalize!r})"
-        )
+    amplitude = float(kernels.amplitude[k])
+    scale = kernel_coefficients(0.0, 0.0, float(kernels.sigma_x[k]), float(kernels.sigma_y[k]), 1.0, 0.0,
+                                amplitude, (0.0, 1.0, 0.0, 1.0), normalize == "pdf")[-1]
+    peak = scale if normalize in ("pdf", "peak") else amplitude
+    raise ValueError(
+        f"combine='por' needs every kernel value in [0, 1], but kernel {k} has amplitude = "
+        f"{amplitude!r} and peak value {peak!r} (normalize={normalize!r})"
+    )
 
 
 def _set_count_shifts(params, boxes, xp):

@@ -1,11 +1,23 @@
-// gaussheat_gpu device code: per-kernel values, combine operators and the per-pixel loop.
+// gaussheat_gpu device code: planning on the device, tile binning, per-kernel values, combine
+// operators and the per-pixel loop of the CuPy backend.
 //
 // Compiled by NVRTC for the CuPy backend (as the preamble of an ElementwiseKernel) and, in the
 // tests, by a host C++ compiler, so that the same code is checked pixel by pixel against the
 // NumPy reference on machines without a GPU.
 //
-// Layout of the plan (mirrors gaussheat_gpu/planning.py; tests/test_cuda_sources.py checks it):
-// params is (n_kernels, GH_N_PARAMS) float64, boxes is (n_kernels, GH_N_BOX) int64, row-major.
+// Tables (row-major, one row per caller's kernel k; gaussheat_gpu/backends/cupy/planning.py
+// allocates them and tests/test_cuda_sources.py checks the layout against planning.py):
+//   params (GH_N_PARAMS float64)  the host plan's coefficients (planning.py's P_* columns), bit for
+//                                 bit where planning.py requires it (the plan kernel is compiled
+//                                 with --fmad=false): the float64 evaluation reads them.
+//   fast   (GH_N_FAST float32)    the float32 evaluation's coefficients: the centre split into an
+//                                 integer pixel (in `ibox`) and a fraction, the whitening matrix M
+//                                 with q = |M (u, w)|^2 in the kernel's own frame, scale, shift/2.
+//   ibox   (GH_N_IBOX int32)      support box (inclusive, clipped to the image), image, the integer
+//                                 part of the centre.
+//
+// Variant switches are compile-time macros set in the preamble by the backend (see
+// gaussheat_gpu/cuda_sources.py): GH_COMBINE, GH_NORMALIZE, GH_EVAL64 for the render kernel.
 //
 // In CuPy's generated module this header is the preamble, after `typedef <output type> T;`: the
 // template parameters named T below hide that typedef, so the functions never depend on it.
@@ -18,10 +30,18 @@
 #else
 #include <cmath>
 #define GH_DEVICE inline
+using std::ceil;
+using std::cos;
 using std::erf;
 using std::erfc;
 using std::exp;
 using std::fabs;
+using std::floor;
+using std::fmax;
+using std::fmin;
+using std::rint;
+using std::sin;
+using std::sqrt;
 #endif
 
 #define GH_P_CX 0
@@ -43,6 +63,35 @@ using std::fabs;
 #define GH_B_IMAGE 4
 #define GH_N_BOX 5
 
+// ibox columns: the first five are planning.py's B_* columns (as int32), then the centre's integer part.
+#define GH_I_CENTRE_COL 5
+#define GH_I_CENTRE_ROW 6
+#define GH_N_IBOX 8
+
+// fast columns (float32): two float4 loads per visit.
+#define GH_F_FRAC_COL 0
+#define GH_F_FRAC_ROW 1
+#define GH_F_SCALE 2
+#define GH_F_HALF_SHIFT 3
+#define GH_F_M00 4
+#define GH_F_M01 5
+#define GH_F_M10 6
+#define GH_F_M11 7
+#define GH_N_FAST 8
+
+// Per-kernel summary row (int64), reduced by a column-wise min on the device and read by the host
+// in the call's one synchronisation.
+#define GH_S_ERROR 0     // check * n_kernels + k for the first failed check (image, integral, por), else max
+#define GH_S_NEEDS64 1   // -1: the float32 evaluation cannot hold this kernel's numbers
+#define GH_S_ROTATED 2   // -1: a kept kernel with B != 0
+#define GH_N_SUMMARY 3
+#define GH_NO_ERROR 9223372036854775807LL
+
+// Square tiles of the render kernel: one 256-thread block per tile, a warp = two tile rows.
+#define GH_TILE_SHIFT 4
+#define GH_TILE 16
+#define GH_TILE_PIXELS 256
+
 // Codes of planning.COMBINES and planning.NORMALIZES, in that order.
 #define GH_COMBINE_SUM 0
 #define GH_COMBINE_MAX 1
@@ -52,8 +101,16 @@ using std::fabs;
 #define GH_NORMALIZE_INTEGRAL 2
 #define GH_NORMALIZE_COUNT 3
 
-// Float32 outputs take the exponential in float32 (fast expf) of an argument formed in float64:
-// far in a tail (q ~ 100) the float32 rounding of q alone would cost ~1e-5 of relative precision.
+// Limits of the float32 evaluation: past them a kernel is evaluated in float64 (GH_S_NEEDS64).
+#define GH_FAST_MAX_CENTRE 8388608.0  // 2^23: integer centres and pixel offsets exact in float32
+#define GH_FAST_MAX_COEF 1e18         // whitening coefficients and scales far from float32's range ends
+#define GH_FAST_MIN_COEF 1e-18
+#define GH_FAST_MAX_SCALE 1e30
+#define GH_FAST_MIN_SCALE 1e-30
+#define GH_FAST_MAX_SHIFT 16.0        // count: q - shift in float32 loses digits when both are large
+
+// Float32 outputs evaluated in float64 take the exponential in float32 (fast expf) of an argument
+// formed in float64: far in a tail (q ~ 100) the float32 rounding of q alone would cost ~1e-5.
 GH_DEVICE float gh_exp(float x) { return expf(x); }
 GH_DEVICE double gh_exp(double x) { return exp(x); }
 
@@ -82,68 +139,295 @@ GH_DEVICE T gh_gaussian(const double* p, double u, double w) {
     return gh_exp(T(-0.5 * (q - p[GH_P_SHIFT_COL] - p[GH_P_SHIFT_ROW])));
 }
 
-// Value of kernel p at pixel (row, col); count_sum is the kernel's sum of g (count mode only).
+// Float64 evaluation of kernel p at pixel (row, col); count_sum is the kernel's sum of g (count
+// mode only). The scale multiplies in float64 and rounds once to T (a float32 SCALE may overflow).
 template <typename T>
-GH_DEVICE T gh_kernel_value(const double* p, long long row, long long col, int normalize, double count_sum) {
+GH_DEVICE T gh_kernel_value(const double* p, int row, int col, int normalize, double count_sum) {
     double u = double(col) - p[GH_P_CX];
     double w = double(row) - p[GH_P_CY];
     if (normalize == GH_NORMALIZE_INTEGRAL) {
         return T(p[GH_P_SCALE] * gh_cell_mass(u, p[GH_P_SIGMA_COL]) * gh_cell_mass(w, p[GH_P_SIGMA_ROW]));
     }
-    T value = T(p[GH_P_SCALE]) * gh_gaussian<T>(p, u, w);
-    if (normalize == GH_NORMALIZE_COUNT) value = T(double(value) / count_sum);
-    return value;
+    double value = p[GH_P_SCALE] * double(gh_gaussian<T>(p, u, w));
+    if (normalize == GH_NORMALIZE_COUNT) value = value / count_sum;
+    return T(value);
 }
 
-// One output pixel: `pixel` is the flat index into (n_images, height, width); `current` is the
-// value to combine with (0, or the output's value when accumulating). Walks the CSR kernel list
-// of the pixel's tile (tiles ordered image, tile row, tile column).
-template <typename T>
-GH_DEVICE T gh_render_pixel(long long pixel, T current, const double* params, const long long* boxes,
-                            const long long* tile_offsets, const long long* kernel_ids, const double* count_sums,
-                            long long height, long long width, long long tile_height, long long tile_width,
-                            int combine, int normalize) {
-    long long col = pixel % width;
-    long long row = (pixel / width) % height;
-    long long image = pixel / (width * height);
-    long long tile_rows = (height + tile_height - 1) / tile_height;
-    long long tile_cols = (width + tile_width - 1) / tile_width;
-    long long tile = (image * tile_rows + row / tile_height) * tile_cols + col / tile_width;
-    for (long long j = tile_offsets[tile]; j < tile_offsets[tile + 1]; ++j) {
-        long long k = kernel_ids[j];
-        const long long* box = boxes + k * GH_N_BOX;
+// Float32 evaluation: u, w relative to the integer-split centre (exact integer differences, one
+// rounding for the fraction), the quadratic as |M d|^2 in the kernel's own frame. Every operand is
+// float32; no float64 instruction runs.
+GH_DEVICE float gh_fast_value(const float* f, int du, int dw) {
+    float u = float(du) - f[GH_F_FRAC_COL];
+    float w = float(dw) - f[GH_F_FRAC_ROW];
+    float z1 = f[GH_F_M00] * u + f[GH_F_M01] * w;
+    float z2 = f[GH_F_M10] * u + f[GH_F_M11] * w;
+    float q = z1 * z1 + z2 * z2;
+    return f[GH_F_SCALE] * expf(f[GH_F_HALF_SHIFT] - 0.5f * q);
+}
+
+// -- planning -------------------------------------------------------------------------------------
+
+// Inclusive pixel range ceil(c - r) .. floor(c + r) clipped to [0, size - 1], as planning.support_range
+// (same operations, so the same bits: the plan kernel is compiled with --fmad=false).
+GH_DEVICE void gh_support_range(double centre, double radius, long long size, int* lo, int* hi) {
+    *lo = int(fmin(fmax(ceil(centre - radius), 0.0), double(size)));
+    *hi = int(fmin(fmax(floor(centre + radius), -1.0), double(size - 1)));
+}
+
+// Minimum of a*u^2 + 2b*u*w + c*w^2 (positive definite) over [u0, u1] x [w0, w1] (planning.py's
+// _quadratic_min_on_rectangle).
+GH_DEVICE double gh_quadratic_min(double a, double b, double c, double u0, double u1, double w0, double w1) {
+    if (u0 <= 0 && u1 >= 0 && w0 <= 0 && w1 >= 0) return 0.0;
+    double best = 0.0;
+    double w_edges[2] = {w0, w1};
+    double u_edges[2] = {u0, u1};
+    for (int e = 0; e < 2; ++e) {
+        double we = w_edges[e];
+        double u = fmin(fmax(-b * we / a, u0), u1);
+        double on_row = a * u * u + 2 * b * u * we + c * we * we;
+        best = e == 0 ? on_row : fmin(best, on_row);
+        double ue = u_edges[e];
+        double w = fmin(fmax(-b * ue / c, w0), w1);
+        best = fmin(best, a * ue * ue + 2 * b * ue * w + c * w * w);
+    }
+    return fmax(best, 0.0);
+}
+
+// Grid geometry and modes of one call, as the plan kernel reads them.
+struct GhGrid {
+    double x0, dx, y0, dy;
+    long long height, width, n_images, tile_rows, tile_cols;
+    int combine, normalize;
+};
+
+// Plan kernel k: planning.py's kernel_coefficients / support_range / checks for one kernel, plus the
+// float32 coefficients, the count normaliser of axis-aligned kernels, its tile count and summary row.
+GH_DEVICE void gh_plan_kernel(long long k, long long n, double x, double y, double sigma_x, double sigma_y,
+                              double cos_t, double sin_t, double amplitude, long long image, double truncate,
+                              const GhGrid& g, double* params, float* fast, int* ibox, long long* tiles,
+                              long long* summary, double* count_sums) {
+    // kernel_coefficients, operation for operation.
+    double cos2 = cos_t * cos_t, sin2 = sin_t * sin_t, cos_sin = cos_t * sin_t;
+    double sx2 = sigma_x * sigma_x, sy2 = sigma_y * sigma_y;
+    double a = (cos2 / sx2 + sin2 / sy2) * (g.dx * g.dx);
+    double b = cos_sin * (1.0 / sx2 - 1.0 / sy2) * (g.dx * g.dy);
+    double c = (sin2 / sx2 + cos2 / sy2) * (g.dy * g.dy);
+    double sigma_col = sqrt(cos2 * sx2 + sin2 * sy2) * (1.0 / fabs(g.dx));
+    double sigma_row = sqrt(sin2 * sx2 + cos2 * sy2) * (1.0 / fabs(g.dy));
+    double cx = (x - g.x0) / g.dx;
+    double cy = (y - g.y0) / g.dy;
+    const double two_pi = 6.283185307179586;  // 2.0 * math.pi, as the host multiplies it
+    double scale = g.normalize == GH_NORMALIZE_PDF ? amplitude / (two_pi * sigma_x * sigma_y) : amplitude;
+
+    int c0, c1, r0, r1;
+    gh_support_range(cx, truncate * sigma_col, g.width, &c0, &c1);
+    gh_support_range(cy, truncate * sigma_row, g.height, &r0, &r1);
+    bool kept = c0 <= c1 && r0 <= r1;
+
+    // Checks, first failure in planning.py's order: image, integral of a rotated kernel, por.
+    long long error = GH_NO_ERROR;
+    double peak = g.normalize <= GH_NORMALIZE_PEAK ? scale : amplitude;
+    if (g.combine == GH_COMBINE_POR && (amplitude < 0 || peak > 1.0)) error = 2 * n + k;
+    if (g.normalize == GH_NORMALIZE_INTEGRAL && b != 0.0) error = n + k;
+    if (image < 0 || image >= g.n_images) error = k;
+
+    double shift_col = 0.0, shift_row = 0.0, count_sum = 1.0;
+    if (g.normalize == GH_NORMALIZE_COUNT && kept) {
+        double u0 = double(c0) - cx, u1 = double(c1) - cx, w0 = double(r0) - cy, w1 = double(r1) - cy;
+        if (b == 0.0) {
+            double u_near = fmin(fmax(rint(cx), double(c0)), double(c1)) - cx;
+            double w_near = fmin(fmax(rint(cy), double(r0)), double(r1)) - cy;
+            shift_col = a * u_near * u_near;
+            shift_row = c * w_near * w_near;
+            double sum_cols = 0.0, sum_rows = 0.0;
+            for (int col = c0; col <= c1; ++col) {
+                double u = double(col) - cx;
+                sum_cols += exp(-0.5 * (a * u * u - shift_col));
+            }
+            for (int row = r0; row <= r1; ++row) {
+                double w = double(row) - cy;
+                sum_rows += exp(-0.5 * (c * w * w - shift_row));
+            }
+            count_sum = sum_cols * sum_rows;
+        } else {
+            shift_col = gh_quadratic_min(a, b, c, u0, u1, w0, w1);
+            count_sum = 0.0;  // summed by the count pass
+        }
+        count_sums[k] = count_sum;
+    }
+
+    double* p = params + k * GH_N_PARAMS;
+    p[GH_P_CX] = cx;
+    p[GH_P_CY] = cy;
+    p[GH_P_A] = a;
+    p[GH_P_B] = b;
+    p[GH_P_C] = c;
+    p[GH_P_SIGMA_COL] = sigma_col;
+    p[GH_P_SIGMA_ROW] = sigma_row;
+    p[GH_P_SCALE] = scale;
+    p[GH_P_SHIFT_COL] = shift_col;
+    p[GH_P_SHIFT_ROW] = shift_row;
+
+    // Float32 coefficients: whitening matrix of the pixel-unit offsets (u dx, w dy) in the kernel frame.
+    double m00 = cos_t * g.dx / sigma_x, m01 = sin_t * g.dy / sigma_x;
+    double m10 = -sin_t * g.dx / sigma_y, m11 = cos_t * g.dy / sigma_y;
+    bool centre_ok = fabs(cx) < GH_FAST_MAX_CENTRE && fabs(cy) < GH_FAST_MAX_CENTRE;
+    double centre_col = centre_ok ? floor(cx) : 0.0, centre_row = centre_ok ? floor(cy) : 0.0;
+    double fast_scale = g.normalize == GH_NORMALIZE_COUNT && b == 0.0 ? scale / count_sum : scale;
+    double shift = shift_col + shift_row;
+    bool needs64 = !centre_ok || shift > GH_FAST_MAX_SHIFT;
+    double coefs[5] = {m00, m01, m10, m11, fast_scale};
+    for (int j = 0; j < 5; ++j) {
+        double m = fabs(coefs[j]);
+        double lo = j < 4 ? GH_FAST_MIN_COEF : GH_FAST_MIN_SCALE, hi = j < 4 ? GH_FAST_MAX_COEF : GH_FAST_MAX_SCALE;
+        if (m != 0.0 && (m < lo || m > hi)) needs64 = true;
+    }
+    float* f = fast + k * GH_N_FAST;
+    f[GH_F_FRAC_COL] = float(cx - centre_col);
+    f[GH_F_FRAC_ROW] = float(cy - centre_row);
+    f[GH_F_SCALE] = float(fast_scale);
+    f[GH_F_HALF_SHIFT] = float(0.5 * shift);
+    f[GH_F_M00] = float(m00);
+    f[GH_F_M01] = float(m01);
+    f[GH_F_M10] = float(m10);
+    f[GH_F_M11] = float(m11);
+
+    int* box = ibox + k * GH_N_IBOX;
+    box[GH_B_COL0] = c0;
+    box[GH_B_COL1] = c1;
+    box[GH_B_ROW0] = r0;
+    box[GH_B_ROW1] = r1;
+    box[GH_B_IMAGE] = int(image);
+    box[GH_I_CENTRE_COL] = int(centre_col);
+    box[GH_I_CENTRE_ROW] = int(centre_row);
+    box[7] = 0;
+
+    tiles[k] = kept ? (long long)((r1 >> GH_TILE_SHIFT) - (r0 >> GH_TILE_SHIFT) + 1) *
+                          ((c1 >> GH_TILE_SHIFT) - (c0 >> GH_TILE_SHIFT) + 1)
+                    : 0;
+    long long* s = summary + k * GH_N_SUMMARY;
+    s[GH_S_ERROR] = error;
+    s[GH_S_NEEDS64] = kept && needs64 ? -1 : 0;
+    s[GH_S_ROTATED] = kept && b != 0.0 ? -1 : 0;
+}
+
+// Count pass for rotated kernels: lane `lane` (of GH_COUNT_LANES) of kernel k sums g over the box
+// pixels p = lane, lane + GH_COUNT_LANES, ... (row-major in the box); the bin pass adds the lanes in
+// a fixed order, so the sum is the same on every run.
+#define GH_COUNT_LANES 32
+GH_DEVICE double gh_count_lane(const double* params, const int* ibox, long long k, int lane) {
+    const double* p = params + k * GH_N_PARAMS;
+    const int* box = ibox + k * GH_N_IBOX;
+    if (p[GH_P_B] == 0.0 || box[GH_B_COL0] > box[GH_B_COL1] || box[GH_B_ROW0] > box[GH_B_ROW1]) return 0.0;
+    long long width = box[GH_B_COL1] - box[GH_B_COL0] + 1;
+    long long area = width * (box[GH_B_ROW1] - box[GH_B_ROW0] + 1);
+    double sum = 0.0;
+    for (long long pix = lane; pix < area; pix += GH_COUNT_LANES) {
+        int row = box[GH_B_ROW0] + int(pix / width), col = box[GH_B_COL0] + int(pix % width);
+        sum += gh_gaussian<double>(p, double(col) - p[GH_P_CX], double(row) - p[GH_P_CY]);
+    }
+    return sum;
+}
+
+// Bin kernel k: write its tile keys and ids from `first` (its exclusive prefix of tile counts) and, in
+// count mode, finish the normaliser of a rotated kernel from its count lanes.
+GH_DEVICE void gh_bin_kernel(long long k, long long first, const int* ibox, long long tile_rows, long long tile_cols,
+                             int* keys, int* ids, const double* lanes, int count_mode, const double* params,
+                             float* fast, double* count_sums) {
+    const int* box = ibox + k * GH_N_IBOX;
+    if (count_mode && params[k * GH_N_PARAMS + GH_P_B] != 0.0) {
+        double sum = 0.0;
+        for (int lane = 0; lane < GH_COUNT_LANES; ++lane) sum += lanes[k * GH_COUNT_LANES + lane];
+        count_sums[k] = sum;
+        fast[k * GH_N_FAST + GH_F_SCALE] = float(params[k * GH_N_PARAMS + GH_P_SCALE] / sum);
+    }
+    if (box[GH_B_COL0] > box[GH_B_COL1] || box[GH_B_ROW0] > box[GH_B_ROW1]) return;
+    long long entry = first;
+    for (int tr = box[GH_B_ROW0] >> GH_TILE_SHIFT; tr <= box[GH_B_ROW1] >> GH_TILE_SHIFT; ++tr) {
+        for (int tc = box[GH_B_COL0] >> GH_TILE_SHIFT; tc <= box[GH_B_COL1] >> GH_TILE_SHIFT; ++tc) {
+            keys[entry] = int((box[GH_B_IMAGE] * tile_rows + tr) * tile_cols + tc);
+            ids[entry] = int(k);
+            ++entry;
+        }
+    }
+}
+
+// Entry j of the sorted tile list: its kernel id, and the CSR offsets of the tiles that start here.
+GH_DEVICE void gh_finish_bins(long long j, long long n_entries, long long n_tiles, const long long* order,
+                              const int* keys, const int* ids, int* kernel_ids, long long* offsets) {
+    long long e = order[j];
+    kernel_ids[j] = ids[e];
+    long long tile = keys[e];
+    long long previous = j > 0 ? keys[order[j - 1]] : -1;
+    for (long long t = previous + 1; t <= tile; ++t) offsets[t] = j;
+    if (j == n_entries - 1) {
+        for (long long t = tile + 1; t <= n_tiles; ++t) offsets[t] = n_entries;
+    }
+}
+
+// -- rendering ------------------------------------------------------------------------------------
+
+// Where thread `i` of the render kernel writes: tile i >> 8 (tiles ordered image, tile row, tile
+// column), pixel i & 255 in it. Returns false for the pixels of edge tiles outside the image.
+GH_DEVICE bool gh_tile_pixel(long long i, int tile_rows, int tile_cols, int height, int width, int* tile,
+                             int* image, int* row, int* col) {
+    int t = int(i >> 8), local = int(i & (GH_TILE_PIXELS - 1));
+    int per_image = tile_rows * tile_cols;
+    *image = t / per_image;
+    int rest = t - *image * per_image;
+    int tile_row = rest / tile_cols;
+    *row = (tile_row << GH_TILE_SHIFT) + (local >> GH_TILE_SHIFT);
+    *col = ((rest - tile_row * tile_cols) << GH_TILE_SHIFT) + (local & (GH_TILE - 1));
+    *tile = t;
+    return *row < height && *col < width;
+}
+
+// One output pixel of tile `tile`: combine `current` with every kernel of the tile's list whose box
+// holds the pixel. COMBINE and NORMALIZE are compile-time constants; EVAL64 selects the float64
+// evaluation (float64 outputs, integral, and kernels past the float32 limits).
+template <typename T, int COMBINE, int NORMALIZE, bool EVAL64>
+GH_DEVICE T gh_render_pixel(T current, int tile, int row, int col, const long long* offsets, const int* kernel_ids,
+                            const int* ibox, const float* fast, const double* params, const double* count_sums) {
+    long long end = offsets[tile + 1];
+    for (long long j = offsets[tile]; j < end; ++j) {
+        int k = kernel_ids[j];
+        const int* box = ibox + (long long)k * GH_N_IBOX;
         if (col < box[GH_B_COL0] || col > box[GH_B_COL1] || row < box[GH_B_ROW0] || row > box[GH_B_ROW1]) continue;
-        // count_sums has one entry per kernel in count mode only (else a 1-element placeholder).
-        double count_sum = normalize == GH_NORMALIZE_COUNT ? count_sums[k] : 1.0;
-        T value = gh_kernel_value<T>(params + k * GH_N_PARAMS, row, col, normalize, count_sum);
-        current = gh_combine<T>(current, value, combine);
+        T value;
+        if (EVAL64) {
+            double count_sum = NORMALIZE == GH_NORMALIZE_COUNT ? count_sums[k] : 1.0;
+            value = gh_kernel_value<T>(params + (long long)k * GH_N_PARAMS, row, col, NORMALIZE, count_sum);
+        } else {
+            value = T(gh_fast_value(fast + (long long)k * GH_N_FAST, col - box[GH_I_CENTRE_COL],
+                                    row - box[GH_I_CENTRE_ROW]));
+        }
+        current = gh_combine<T>(current, value, COMBINE);
     }
     return current;
 }
 
-// count: the float64 sum of g over kernel k's box. Separable for axis-aligned kernels.
-GH_DEVICE double gh_count_sum(const double* params, const long long* boxes, long long k) {
+// Dense path (axis-aligned sums): factor i of the rank-K product out = rows @ cols, with rows (H, K)
+// then cols (K, W) in one flat index. Zero outside each kernel's box, so the product has exactly the
+// tiled path's support; the kernel's scale (and count normaliser) goes into its row factor.
+template <typename T>
+GH_DEVICE T gh_dense_factor(long long i, long long n, long long height, long long width, const double* params,
+                            const int* ibox, int normalize, const double* count_sums) {
+    bool is_row = i < height * n;
+    long long j = is_row ? i : i - height * n;
+    long long k = is_row ? j % n : j / width;
+    int pixel = int(is_row ? j / n : j % width);
     const double* p = params + k * GH_N_PARAMS;
-    const long long* box = boxes + k * GH_N_BOX;
-    if (p[GH_P_B] == 0.0) {
-        double sum_cols = 0.0, sum_rows = 0.0;
-        for (long long c = box[GH_B_COL0]; c <= box[GH_B_COL1]; ++c) {
-            double u = double(c) - p[GH_P_CX];
-            sum_cols += exp(-0.5 * (p[GH_P_A] * u * u - p[GH_P_SHIFT_COL]));
-        }
-        for (long long r = box[GH_B_ROW0]; r <= box[GH_B_ROW1]; ++r) {
-            double w = double(r) - p[GH_P_CY];
-            sum_rows += exp(-0.5 * (p[GH_P_C] * w * w - p[GH_P_SHIFT_ROW]));
-        }
-        return sum_cols * sum_rows;
+    const int* box = ibox + k * GH_N_IBOX;
+    if (box[GH_B_COL0] > box[GH_B_COL1] || box[GH_B_ROW0] > box[GH_B_ROW1]) return T(0);
+    if (is_row) {
+        if (pixel < box[GH_B_ROW0] || pixel > box[GH_B_ROW1]) return T(0);
+        double w = double(pixel) - p[GH_P_CY];
+        double scale = normalize == GH_NORMALIZE_COUNT ? p[GH_P_SCALE] / count_sums[k] : p[GH_P_SCALE];
+        return T(scale * exp(-0.5 * (p[GH_P_C] * w * w - p[GH_P_SHIFT_ROW])));
     }
-    double sum = 0.0;
-    for (long long r = box[GH_B_ROW0]; r <= box[GH_B_ROW1]; ++r) {
-        for (long long c = box[GH_B_COL0]; c <= box[GH_B_COL1]; ++c) {
-            sum += gh_gaussian<double>(p, double(c) - p[GH_P_CX], double(r) - p[GH_P_CY]);
-        }
-    }
-    return sum;
+    if (pixel < box[GH_B_COL0] || pixel > box[GH_B_COL1]) return T(0);
+    double u = double(pixel) - p[GH_P_CX];
+    return T(exp(-0.5 * (p[GH_P_A] * u * u - p[GH_P_SHIFT_COL])));
 }
 
 #endif  // GAUSSHEAT_CUH

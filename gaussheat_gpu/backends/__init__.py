@@ -14,6 +14,9 @@ A backend module provides:
 ``plan_options`` (optional, default ``{}``)
     Keyword arguments for :func:`~gaussheat_gpu.planning.make_plan`: ``compiled`` (plan host kernels
     in its compiled pass, same bits) and ``workspace`` (where that pass puts the tables).
+``make_plan(kernels, grid, *, combine, normalize, truncate, dtype, accumulate)`` (optional)
+    Plan on the backend's own device instead of :func:`~gaussheat_gpu.planning.make_plan`, taking
+    host or device kernels, with planning.py's checks and errors; returns what ``render`` takes.
 ``check_output_device(out)`` (optional)
     Raise if a caller's ``out`` is not on the device the backend writes to.
 
@@ -27,7 +30,7 @@ import os
 
 # Best first: "auto" takes the first one that can run.
 _MODULES = {
-    "cupy": "gaussheat_gpu.backends.cupy_backend",
+    "cupy": "gaussheat_gpu.backends.cupy",
     "numba": "gaussheat_gpu.backends.numba_backend",
     "numpy": "gaussheat_gpu.backends.numpy_backend",
 }

@@ -1,32 +1,30 @@
-"""CuPy backend: one CUDA thread per output pixel, each walking its tile's kernel list.
+"""CuPy backend: planning, binning and rendering on the device in a few launches per call.
 
 The device code lives in ``kernels/`` (plain CUDA C, see :mod:`gaussheat_gpu.cuda_sources`). Each
 operation there becomes a ``cupy.ElementwiseKernel`` with the header as its preamble, built once per
-device and output dtype and cached (:func:`_elementwise`). The plan is computed on the device by the
-same planning code as on the host (``plan.xp`` is CuPy), so kernel arrays that are already CuPy
-arrays never visit the host; host arrays were uploaded once by :func:`gaussheat_gpu.render`.
+device and variant and cached (:mod:`.kernels`). :func:`make_plan` (:mod:`.planning`) plans on the
+device with one host synchronisation; :func:`render` then evaluates: a rank-K matrix product for
+dense axis-aligned sums, else one 256-thread block per 16x16 tile walking the tile's kernel list, in
+float32 for float32 outputs (float64 where the output, the mode or a kernel's numbers need it).
+Kernel arrays that are CuPy arrays never visit the host; host arrays travel in one copy.
 
-Importing this module imports CuPy: where CuPy is missing the registry reports the ImportError
+Importing this package imports CuPy: where CuPy is missing the registry reports the ImportError
 together with what to install.
 """
 
 from __future__ import annotations
 
-import threading
-
 import cupy
-import numpy as np
 
-from .. import cuda_sources
-from ..planning import COMBINE_CODES, NORMALIZE_CODES
+from ... import cuda_sources
+from ...planning import COMBINE_CODES, NORMALIZE_CODES
+from .kernels import _kernels, elementwise
+from .planning import DevicePlan, bin_tiles, free_memory, make_plan
 
 xp = cupy
 
-# (device id, operation file, dtype name) -> cupy.ElementwiseKernel. CuPy also caches the compiled
-# module (in memory and on disk); this keeps one kernel object, with a name that records its
-# variant, per device.
-_kernels: dict = {}
-_kernels_lock = threading.Lock()
+__all__ = ["DevicePlan", "check_output_device", "device_info", "free_memory", "make_plan", "render",
+           "unavailable_reason", "xp", "_kernels"]
 
 
 def unavailable_reason():
@@ -59,16 +57,6 @@ def _nvrtc_problem():
     return None
 
 
-def free_memory() -> int:
-    """Bytes a new output may take on the current device.
-
-    The device's free memory plus what CuPy's default memory pool holds unused: CuPy returns those
-    blocks to the device and retries when an allocation would otherwise fail.
-    """
-    free = int(cupy.cuda.Device().mem_info[0])
-    return free + int(cupy.get_default_memory_pool().free_bytes())
-
-
 def check_output_device(out):
     """Raise ``ValueError`` unless ``out`` lives on the current device, where the kernels run."""
     current = cupy.cuda.Device().id
@@ -77,52 +65,37 @@ def check_output_device(out):
                          f"call inside `with cupy.cuda.Device({out.device.id}):`")
 
 
-def _elementwise(name: str, dtype=None):
-    """The ElementwiseKernel for operation file ``name`` on the current device (built on first use).
-
-    ``dtype`` (the output dtype, for operations whose output type is the placeholder ``T``) only
-    names the variant: CuPy specialises ``T`` from the output array when it compiles.
-    """
-    dtype_name = None if dtype is None else np.dtype(dtype).name
-    key = (cupy.cuda.Device().id, name, dtype_name)
-    kernel = _kernels.get(key)
-    if kernel is None:
-        op = cuda_sources.operation(name)
-        with _kernels_lock:
-            kernel = _kernels.setdefault(key, cupy.ElementwiseKernel(
-                op.in_params, op.out_params, op.body, name=cuda_sources.kernel_name(name, dtype_name),
-                preamble=cuda_sources.read(cuda_sources.HEADER)))
-    return kernel
-
-
-def render(plan, out):
+def render(plan: DevicePlan, out):
     """Evaluate ``plan`` into the CuPy array ``out`` (see :mod:`gaussheat_gpu.backends`).
 
     Parameters
     ----------
-    plan : gaussheat_gpu.planning.Plan
-        Planned with ``xp=cupy``: its tables live on the current device.
+    plan : DevicePlan
+        From :func:`make_plan` on the current device.
     out : cupy.ndarray
         C-contiguous, ``plan.grid.shape``, ``plan.dtype``, on the current device.
     """
     grid = plan.grid
-    if plan.n_kernels == 0:
+    if plan.path == "empty":
         if not plan.accumulate:
             out.fill(0)
         return
-    offsets, kernel_ids = plan.bins(cuda_sources.TILE_HEIGHT, cuda_sources.TILE_WIDTH)
-    # Flat views: the device code indexes the row-major tables itself (k * GH_N_PARAMS + column),
-    # exactly as the NVRTC and host-compiled tests drive it.
-    params, boxes = cupy.ascontiguousarray(plan.params).ravel(), cupy.ascontiguousarray(plan.boxes).ravel()
-    if plan.normalize == "count":
-        count_sums = cupy.empty(plan.n_kernels, dtype=cupy.float64)
-        _elementwise(cuda_sources.COUNT_SUMS)(params, boxes, count_sums)
-    else:
-        count_sums = cupy.empty(1, dtype=cupy.float64)  # never read
-    _elementwise(cuda_sources.RENDER_PIXEL, out.dtype)(
-        params, boxes, offsets, kernel_ids, count_sums, grid.height, grid.width,
-        cuda_sources.TILE_HEIGHT, cuda_sources.TILE_WIDTH, COMBINE_CODES[plan.combine],
-        NORMALIZE_CODES[plan.normalize], int(plan.accumulate), out)
+    if plan.path == "dense":
+        factors = cupy.empty(plan.n_kernels * (grid.height + grid.width), dtype=out.dtype)
+        elementwise(cuda_sources.DENSE_FACTORS, out.dtype)(
+            plan.params, plan.ibox, plan.count_sums, plan.n_kernels, grid.height, grid.width,
+            NORMALIZE_CODES[plan.normalize], factors, size=factors.size)
+        split = grid.height * plan.n_kernels
+        rows = factors[:split].reshape(grid.height, plan.n_kernels)
+        cols = factors[split:].reshape(plan.n_kernels, grid.width)
+        cupy.matmul(rows, cols, out=out.reshape(grid.height, grid.width))
+        return
+    offsets, kernel_ids = bin_tiles(plan)
+    defines = cuda_sources.render_defines(COMBINE_CODES[plan.combine], NORMALIZE_CODES[plan.normalize], plan.eval64)
+    elementwise(cuda_sources.RENDER_TILES, out.dtype, defines)(
+        offsets, kernel_ids, plan.ibox, plan.fast, plan.params, plan.count_sums, plan.tile_rows, plan.tile_cols,
+        grid.height, grid.width, int(plan.accumulate), out, size=plan.n_tiles * cuda_sources.TILE_PIXELS,
+        block_size=cuda_sources.TILE_PIXELS)
 
 
 def _cuda_version(number: int) -> str:

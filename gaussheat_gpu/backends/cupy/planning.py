@@ -1,0 +1,228 @@
+"""Planning and binning on the device: a few kernel launches and one read by the host per call.
+
+:func:`make_plan` runs ``plan_kernels.cu`` (one thread per kernel: planning.py's coefficients, boxes
+and checks, the float32 coefficients, tile counts), a prefix sum of the tile counts and a column-wise
+min of the per-kernel summary rows, then reads the last prefix and the summary in ONE device-to-host
+copy: that is the call's only synchronisation. From it the host raises planning.py's errors, checks
+the memory the tile list needs, and picks the path:
+
+``"dense"``
+    Axis-aligned sums over one image whose boxes cover most of it: a rank-K product of row and
+    column factors (``dense_factors.cu`` and cuBLAS through ``cupy.matmul``), no tile list.
+``"tiles"``
+    ``bin_kernels.cu`` writes a (tile key, kernel) entry per tile a box meets, a stable argsort on the
+    32-bit keys orders them, ``finish_bins.cu`` writes the kernel list and CSR offsets per tile,
+    ``render_tiles.cu`` evaluates (:func:`bin_tiles`).
+``"empty"``
+    No kernel has a pixel in the image.
+
+The evaluation is float32 (``fast`` table) for float32 outputs, float64 for float64 outputs, for
+``normalize="integral"`` and for calls with a kernel past the float32 limits of kernels/gaussheat.cuh
+(``eval64``).
+"""
+
+from __future__ import annotations
+
+import cupy
+import numpy as np
+
+from ... import cuda_sources, planning
+from .kernels import elementwise
+
+N_FAST = 8
+N_IBOX = 8
+N_SUMMARY = 3
+S_ERROR, S_NEEDS64, S_ROTATED = range(N_SUMMARY)
+NO_ERROR = np.iinfo(np.int64).max
+
+# Bytes per kernel of the plan's device tables (params, fast, ibox, tile counts and prefix, summary,
+# count sums) and per tile-list entry (keys, ids, argsort's order and its scratch, sorted ids).
+PLAN_BYTES_PER_KERNEL = 8 * planning.N_PARAMS + 4 * N_FAST + 4 * N_IBOX + 8 + 8 + 8 * N_SUMMARY + 8
+ENTRY_BYTES = 4 + 4 + 8 + (4 + 8) * 2 + 4
+# Dense path: average box coverage of the image (tile entries / (kernels x tiles)) at least this,
+# and at most this many kernels (the product's cost grows with every kernel, the tile path's not).
+DENSE_MIN_COVERAGE = 0.25
+DENSE_MAX_KERNELS = 4096
+# Asking the device for its free memory costs a driver call: only for allocations above this.
+CHECK_MEMORY_ABOVE = 64 * 2**20
+
+
+class DevicePlan:
+    """What :func:`gaussheat_gpu.backends.cupy.render` evaluates: tables on the device and the path.
+
+    Attributes mirror :class:`gaussheat_gpu.planning.Plan` where they mean the same thing (``grid``,
+    ``combine``, ``normalize``, ``dtype``, ``accumulate``); tables hold one row per caller's kernel,
+    kernels without a pixel in the image having empty boxes and no tile entries.
+    """
+
+    __slots__ = ("grid", "combine", "normalize", "dtype", "accumulate", "n_kernels", "params", "fast", "ibox",
+                 "ends", "tile_counts", "count_sums", "n_entries", "path", "eval64", "rotated", "tile_rows", "tile_cols")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields[name])
+
+    @property
+    def n_tiles(self) -> int:
+        return self.grid.n_images * self.tile_rows * self.tile_cols
+
+
+def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dtype=np.float32,
+              accumulate=False) -> DevicePlan:
+    """Plan ``kernels`` on the current device (see the module docstring).
+
+    Parameters
+    ----------
+    kernels : Kernels
+        On the host (uploaded here in one copy) or on the current device.
+    grid : gaussheat_gpu.planning.Grid
+    combine, normalize, truncate, dtype, accumulate
+        As in :func:`gaussheat_gpu.render`.
+
+    Returns
+    -------
+    DevicePlan
+
+    Raises
+    ------
+    ValueError
+        As :func:`gaussheat_gpu.planning.make_plan`.
+    MemoryError
+        The plan's tables or tile list cannot fit in the device's free memory (checked before
+        allocating them).
+    """
+    planning.check_modes(combine, normalize)
+    n = len(kernels)
+    truncate = planning.check_truncate(truncate, n)
+    dtype = np.dtype(dtype)
+    tile_rows, tile_cols = -(-grid.height // cuda_sources.TILE), -(-grid.width // cuda_sources.TILE)
+    if grid.n_images * tile_rows * tile_cols >= 2**31:
+        raise ValueError(f"shape = {grid.shape} has {grid.n_images * tile_rows * tile_cols} tiles of "
+                         f"{cuda_sources.TILE}x{cuda_sources.TILE} pixels; the cupy backend takes at most 2**31 - 1")
+    _check_free_memory(n * PLAN_BYTES_PER_KERNEL, f"the plan of {n} kernels")
+
+    params = cupy.empty((n, planning.N_PARAMS), dtype=cupy.float64)
+    fast = cupy.empty((n, N_FAST), dtype=cupy.float32)
+    ibox = cupy.empty((n, N_IBOX), dtype=cupy.int32)
+    tiles = cupy.empty(n, dtype=cupy.int64)
+    summary = cupy.empty((n, N_SUMMARY), dtype=cupy.int64)
+    stats = cupy.empty(n + N_SUMMARY, dtype=cupy.int64)  # tile-count prefix, then the reduced summary
+    count_sums = cupy.empty(n if normalize == "count" else 1, dtype=cupy.float64)
+    if n == 0:
+        return _plan(grid, combine, normalize, dtype, accumulate, 0, params, fast, ibox, stats, tiles, count_sums,
+                     0, "empty", False, False, tile_rows, tile_cols)
+
+    columns, trig_given = _device_columns(kernels, truncate)
+    elementwise(cuda_sources.PLAN_KERNELS)(
+        *columns, trig_given, grid.x0, grid.dx, grid.y0, grid.dy, grid.height, grid.width, grid.n_images,
+        tile_rows, tile_cols, planning.COMBINE_CODES[combine], planning.NORMALIZE_CODES[normalize],
+        params, fast, ibox, tiles, summary, count_sums, size=n)
+    cupy.cumsum(tiles, out=stats[:n])
+    cupy.min(summary, axis=0, out=stats[n:])
+    n_entries, error, needs64, rotated = (int(v) for v in stats[n - 1:].get())  # the one synchronisation
+
+    if error != NO_ERROR:
+        planning.raise_for_bad_kernel(kernels, grid, combine, normalize, check=error // n, k=error % n)
+    eval64 = dtype == np.float64 or normalize == "integral" or needs64 < 0
+    dense = (n_entries > 0 and rotated == 0 and combine == "sum" and normalize != "integral"
+             and grid.n_images == 1 and not accumulate and (dtype == np.float64 or needs64 == 0)
+             and n <= DENSE_MAX_KERNELS and n_entries >= DENSE_MIN_COVERAGE * n * tile_rows * tile_cols)
+    if dense:
+        _check_free_memory(n * (grid.height + grid.width) * dtype.itemsize, "the dense path's factors")
+        path = "dense"
+    elif n_entries:
+        _check_free_memory(n_entries * ENTRY_BYTES + 8 * (grid.n_images * tile_rows * tile_cols + 1),
+                           f"a tile list of {n_entries} entries")
+        path = "tiles"
+    else:
+        path = "empty"
+    return _plan(grid, combine, normalize, dtype, accumulate, n, params, fast, ibox, stats[:n], tiles, count_sums,
+                 n_entries, path, eval64, rotated < 0, tile_rows, tile_cols)
+
+
+def bin_tiles(plan: DevicePlan):
+    """The CSR list of kernels per tile (tiles ordered image, tile row, tile column; kernels in the
+    caller's order within a tile), built by four launches on the device.
+
+    Returns
+    -------
+    offsets : (n_tiles + 1,) int64 cupy array
+    kernel_ids : (n_entries,) int32 cupy array
+    """
+    n, total = plan.n_kernels, plan.n_entries
+    count_mode = plan.normalize == "count"
+    if count_mode and plan.rotated:
+        lanes = cupy.empty(n * cuda_sources.COUNT_LANES_PER_KERNEL, dtype=cupy.float64)
+        elementwise(cuda_sources.COUNT_LANES)(plan.params, plan.ibox, lanes)
+    else:
+        lanes = plan.count_sums  # never read
+    keys = cupy.empty(total, dtype=cupy.int32)
+    ids = cupy.empty(total, dtype=cupy.int32)
+    elementwise(cuda_sources.BIN_KERNELS)(
+        plan.ends, plan.tile_counts, plan.ibox, plan.tile_rows, plan.tile_cols, lanes, int(count_mode),
+        plan.params, keys, ids, plan.fast, plan.count_sums, size=n)
+    order = cupy.argsort(keys)  # stable: kernels keep the caller's order within a tile
+    kernel_ids = cupy.empty(total, dtype=cupy.int32)
+    offsets = cupy.empty(plan.n_tiles + 1, dtype=cupy.int64)
+    elementwise(cuda_sources.FINISH_BINS)(order, keys, ids, total, plan.n_tiles, kernel_ids, offsets, size=total)
+    return offsets, kernel_ids
+
+
+def _plan(grid, combine, normalize, dtype, accumulate, n, params, fast, ibox, ends, tile_counts, count_sums,
+          n_entries, path, eval64, rotated, tile_rows, tile_cols):
+    return DevicePlan(grid=grid, combine=combine, normalize=normalize, dtype=dtype, accumulate=bool(accumulate),
+                      n_kernels=n, params=params, fast=fast, ibox=ibox, ends=ends, tile_counts=tile_counts,
+                      count_sums=count_sums,
+                      n_entries=n_entries, path=path, eval64=eval64, rotated=rotated, tile_rows=tile_rows,
+                      tile_cols=tile_cols)
+
+
+def _device_columns(kernels, truncate):
+    """The plan kernel's column arguments (x, y, sigma_x, sigma_y, cos, sin, amplitude, image, truncate,
+    per_kernel_truncate, truncate_value) and ``trig_given``.
+
+    Host kernels travel in ONE copy: the columns packed row-wise, with cos and sin of theta computed
+    here by NumPy (so boxes are bit for bit the host backends'), the image index as int64 bits and
+    per-kernel truncation radii. Device kernels stay where they are; their cos and sin are taken on
+    the device.
+    """
+    per_kernel = np.ndim(truncate) == 1
+    scalar = 0.0 if per_kernel else float(truncate)
+    if kernels.xp is np:
+        n = len(kernels)
+        packed = np.empty((8 + per_kernel, n), dtype=np.float64)
+        for row, name in enumerate(("x", "y", "sigma_x", "sigma_y")):
+            packed[row] = getattr(kernels, name)
+        np.cos(kernels.theta, out=packed[4])
+        np.sin(kernels.theta, out=packed[5])
+        packed[6] = kernels.amplitude
+        packed.view(np.int64)[7] = kernels.image
+        if per_kernel:
+            packed[8] = truncate
+        device = cupy.asarray(packed)
+        radius = device[8] if per_kernel else device[0]
+        return (*device[:7], device[7].view(cupy.int64), radius, int(per_kernel), scalar), 1
+    k = kernels
+    radius = cupy.asarray(truncate, dtype=cupy.float64) if per_kernel else k.x
+    return (k.x, k.y, k.sigma_x, k.sigma_y, k.theta, k.theta, k.amplitude, k.image, radius, int(per_kernel), scalar), 0
+
+
+def free_memory() -> int:
+    """Bytes a new allocation may take on the current device.
+
+    The device's free memory plus what CuPy's default memory pool holds unused: CuPy returns those
+    blocks to the device and retries when an allocation would otherwise fail.
+    """
+    free = int(cupy.cuda.Device().mem_info[0])
+    return free + int(cupy.get_default_memory_pool().free_bytes())
+
+
+def _check_free_memory(nbytes, what):
+    if nbytes <= CHECK_MEMORY_ABOVE:
+        return
+    free = free_memory()
+    if nbytes > free:
+        raise MemoryError(f"{what} needs {nbytes / 2**30:.2f} GiB on the device, but only {free / 2**30:.2f} GiB "
+                          f"is available to the cupy backend; render in tiles with extent=, or with fewer kernels")
+
+
