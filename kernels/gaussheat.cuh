@@ -27,7 +27,9 @@
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define GH_DEVICE __device__ __forceinline__
+#define GH_NO_UNROLL _Pragma("unroll 1")
 #else
+#define GH_NO_UNROLL
 #include <cmath>
 #define GH_DEVICE inline
 using std::ceil;
@@ -68,16 +70,17 @@ using std::sqrt;
 #define GH_I_CENTRE_ROW 6
 #define GH_N_IBOX 8
 
-// fast columns (float32): two float4 loads per visit.
+// fast columns (float32): two float4 loads per visit. M is the whitening matrix scaled by
+// sqrt(log2(e)/2), so that a value is SCALE * exp2(-|M d|^2); SCALE holds exp(shift/2) (count).
 #define GH_F_FRAC_COL 0
 #define GH_F_FRAC_ROW 1
-#define GH_F_SCALE 2
-#define GH_F_HALF_SHIFT 3
-#define GH_F_M00 4
-#define GH_F_M01 5
-#define GH_F_M10 6
-#define GH_F_M11 7
+#define GH_F_M00 2
+#define GH_F_M01 3
+#define GH_F_M10 4
+#define GH_F_M11 5
+#define GH_F_SCALE 6
 #define GH_N_FAST 8
+#define GH_SQRT_HALF_LOG2E 0.84932180028801904272
 
 // Per-kernel summary row (int64), reduced by a column-wise min on the device and read by the host
 // in the call's one synchronisation.
@@ -107,7 +110,7 @@ using std::sqrt;
 #define GH_FAST_MIN_COEF 1e-18
 #define GH_FAST_MAX_SCALE 1e30
 #define GH_FAST_MIN_SCALE 1e-30
-#define GH_FAST_MAX_SHIFT 16.0        // count: q - shift in float32 loses digits when both are large
+#define GH_FAST_MAX_SHIFT 16.0        // count: SCALE carries exp(shift/2); q and shift both large lose digits
 
 // Float32 outputs evaluated in float64 take the exponential in float32 (fast expf) of an argument
 // formed in float64: far in a tail (q ~ 100) the float32 rounding of q alone would cost ~1e-5.
@@ -153,17 +156,9 @@ GH_DEVICE T gh_kernel_value(const double* p, int row, int col, int normalize, do
     return T(value);
 }
 
-// Float32 evaluation: u, w relative to the integer-split centre (exact integer differences, one
-// rounding for the fraction), the quadratic as |M d|^2 in the kernel's own frame. Every operand is
-// float32; no float64 instruction runs.
-GH_DEVICE float gh_fast_value(const float* f, int du, int dw) {
-    float u = float(du) - f[GH_F_FRAC_COL];
-    float w = float(dw) - f[GH_F_FRAC_ROW];
-    float z1 = f[GH_F_M00] * u + f[GH_F_M01] * w;
-    float z2 = f[GH_F_M10] * u + f[GH_F_M11] * w;
-    float q = z1 * z1 + z2 * z2;
-    return f[GH_F_SCALE] * expf(f[GH_F_HALF_SHIFT] - 0.5f * q);
-}
+// The float32 evaluation (gh_render_pixel, EVAL64 false) forms u, w relative to the integer-split
+// centre (exact integer differences, one rounding for the fraction) and the quadratic as |M d|^2 in
+// the kernel's own frame: every operand is float32, no float64 instruction runs.
 
 // -- planning -------------------------------------------------------------------------------------
 
@@ -179,18 +174,22 @@ GH_DEVICE void gh_support_range(double centre, double radius, long long size, in
 GH_DEVICE double gh_quadratic_min(double a, double b, double c, double u0, double u1, double w0, double w1) {
     if (u0 <= 0 && u1 >= 0 && w0 <= 0 && w1 >= 0) return 0.0;
     double best = 0.0;
-    double w_edges[2] = {w0, w1};
-    double u_edges[2] = {u0, u1};
     for (int e = 0; e < 2; ++e) {
-        double we = w_edges[e];
+        double we = e == 0 ? w0 : w1;
         double u = fmin(fmax(-b * we / a, u0), u1);
         double on_row = a * u * u + 2 * b * u * we + c * we * we;
         best = e == 0 ? on_row : fmin(best, on_row);
-        double ue = u_edges[e];
+        double ue = e == 0 ? u0 : u1;
         double w = fmin(fmax(-b * ue / c, w0), w1);
         best = fmin(best, a * ue * ue + 2 * b * ue * w + c * w * w);
     }
     return fmax(best, 0.0);
+}
+
+// Whether a nonzero value's magnitude lies outside [lo, hi].
+GH_DEVICE bool gh_outside(double value, double lo, double hi) {
+    double m = fabs(value);
+    return m != 0.0 && (m < lo || m > hi);
 }
 
 // Grid geometry and modes of one call, as the plan kernel reads them.
@@ -273,24 +272,23 @@ GH_DEVICE void gh_plan_kernel(long long k, long long n, double x, double y, doub
     double m10 = -sin_t * g.dx / sigma_y, m11 = cos_t * g.dy / sigma_y;
     bool centre_ok = fabs(cx) < GH_FAST_MAX_CENTRE && fabs(cy) < GH_FAST_MAX_CENTRE;
     double centre_col = centre_ok ? floor(cx) : 0.0, centre_row = centre_ok ? floor(cy) : 0.0;
-    double fast_scale = g.normalize == GH_NORMALIZE_COUNT && b == 0.0 ? scale / count_sum : scale;
     double shift = shift_col + shift_row;
-    bool needs64 = !centre_ok || shift > GH_FAST_MAX_SHIFT;
-    double coefs[5] = {m00, m01, m10, m11, fast_scale};
-    for (int j = 0; j < 5; ++j) {
-        double m = fabs(coefs[j]);
-        double lo = j < 4 ? GH_FAST_MIN_COEF : GH_FAST_MIN_SCALE, hi = j < 4 ? GH_FAST_MAX_COEF : GH_FAST_MAX_SCALE;
-        if (m != 0.0 && (m < lo || m > hi)) needs64 = true;
-    }
+    double fast_scale = scale * exp(0.5 * shift);
+    if (g.normalize == GH_NORMALIZE_COUNT && b == 0.0) fast_scale = fast_scale / count_sum;
+    bool needs64 = !centre_ok || shift > GH_FAST_MAX_SHIFT || gh_outside(m00, GH_FAST_MIN_COEF, GH_FAST_MAX_COEF) ||
+                   gh_outside(m01, GH_FAST_MIN_COEF, GH_FAST_MAX_COEF) ||
+                   gh_outside(m10, GH_FAST_MIN_COEF, GH_FAST_MAX_COEF) ||
+                   gh_outside(m11, GH_FAST_MIN_COEF, GH_FAST_MAX_COEF) ||
+                   gh_outside(fast_scale, GH_FAST_MIN_SCALE, GH_FAST_MAX_SCALE);
     float* f = fast + k * GH_N_FAST;
     f[GH_F_FRAC_COL] = float(cx - centre_col);
     f[GH_F_FRAC_ROW] = float(cy - centre_row);
+    f[GH_F_M00] = float(m00 * GH_SQRT_HALF_LOG2E);
+    f[GH_F_M01] = float(m01 * GH_SQRT_HALF_LOG2E);
+    f[GH_F_M10] = float(m10 * GH_SQRT_HALF_LOG2E);
+    f[GH_F_M11] = float(m11 * GH_SQRT_HALF_LOG2E);
     f[GH_F_SCALE] = float(fast_scale);
-    f[GH_F_HALF_SHIFT] = float(0.5 * shift);
-    f[GH_F_M00] = float(m00);
-    f[GH_F_M01] = float(m01);
-    f[GH_F_M10] = float(m10);
-    f[GH_F_M11] = float(m11);
+    f[7] = 0.0f;
 
     int* box = ibox + k * GH_N_IBOX;
     box[GH_B_COL0] = c0;
@@ -339,7 +337,8 @@ GH_DEVICE void gh_bin_kernel(long long k, long long first, const int* ibox, long
         double sum = 0.0;
         for (int lane = 0; lane < GH_COUNT_LANES; ++lane) sum += lanes[k * GH_COUNT_LANES + lane];
         count_sums[k] = sum;
-        fast[k * GH_N_FAST + GH_F_SCALE] = float(params[k * GH_N_PARAMS + GH_P_SCALE] / sum);
+        const double* p = params + k * GH_N_PARAMS;
+        fast[k * GH_N_FAST + GH_F_SCALE] = float(p[GH_P_SCALE] * exp(0.5 * (p[GH_P_SHIFT_COL] + p[GH_P_SHIFT_ROW])) / sum);
     }
     if (box[GH_B_COL0] > box[GH_B_COL1] || box[GH_B_ROW0] > box[GH_B_ROW1]) return;
     long long entry = first;
@@ -354,14 +353,14 @@ GH_DEVICE void gh_bin_kernel(long long k, long long first, const int* ibox, long
 
 // Entry j of the sorted tile list: its kernel id, and the CSR offsets of the tiles that start here.
 GH_DEVICE void gh_finish_bins(long long j, long long n_entries, long long n_tiles, const long long* order,
-                              const int* keys, const int* ids, int* kernel_ids, long long* offsets) {
+                              const int* keys, const int* ids, int* kernel_ids, int* offsets) {
     long long e = order[j];
     kernel_ids[j] = ids[e];
     long long tile = keys[e];
     long long previous = j > 0 ? keys[order[j - 1]] : -1;
-    for (long long t = previous + 1; t <= tile; ++t) offsets[t] = j;
+    for (long long t = previous + 1; t <= tile; ++t) offsets[t] = int(j);
     if (j == n_entries - 1) {
-        for (long long t = tile + 1; t <= n_tiles; ++t) offsets[t] = n_entries;
+        for (long long t = tile + 1; t <= n_tiles; ++t) offsets[t] = int(n_entries);
     }
 }
 
@@ -385,21 +384,37 @@ GH_DEVICE bool gh_tile_pixel(long long i, int tile_rows, int tile_cols, int heig
 // One output pixel of tile `tile`: combine `current` with every kernel of the tile's list whose box
 // holds the pixel. COMBINE and NORMALIZE are compile-time constants; EVAL64 selects the float64
 // evaluation (float64 outputs, integral, and kernels past the float32 limits).
+// 16-byte halves of table rows, read with one 128-bit load each (the tables are 256-byte aligned, rows 32 bytes).
+struct alignas(16) GhInt4 {
+    int x, y, z, w;
+};
+struct alignas(16) GhFloat4 {
+    float x, y, z, w;
+};
+
 template <typename T, int COMBINE, int NORMALIZE, bool EVAL64>
-GH_DEVICE T gh_render_pixel(T current, int tile, int row, int col, const long long* offsets, const int* kernel_ids,
+GH_DEVICE T gh_render_pixel(T current, int tile, int row, int col, const int* offsets, const int* kernel_ids,
                             const int* ibox, const float* fast, const double* params, const double* count_sums) {
-    long long end = offsets[tile + 1];
-    for (long long j = offsets[tile]; j < end; ++j) {
+    const int end = offsets[tile + 1];
+    GH_NO_UNROLL
+    for (int j = offsets[tile]; j < end; ++j) {
         int k = kernel_ids[j];
-        const int* box = ibox + (long long)k * GH_N_IBOX;
-        if (col < box[GH_B_COL0] || col > box[GH_B_COL1] || row < box[GH_B_ROW0] || row > box[GH_B_ROW1]) continue;
+        const GhInt4 box = reinterpret_cast<const GhInt4*>(ibox)[2 * (long long)k];
+        // One test for the four edges: no branch per edge.
+        if ((col < box.x) | (col > box.y) | (row < box.z) | (row > box.w)) continue;
         T value;
         if (EVAL64) {
             double count_sum = NORMALIZE == GH_NORMALIZE_COUNT ? count_sums[k] : 1.0;
             value = gh_kernel_value<T>(params + (long long)k * GH_N_PARAMS, row, col, NORMALIZE, count_sum);
         } else {
-            value = T(gh_fast_value(fast + (long long)k * GH_N_FAST, col - box[GH_I_CENTRE_COL],
-                                    row - box[GH_I_CENTRE_ROW]));
+            const GhInt4 centre = reinterpret_cast<const GhInt4*>(ibox)[2 * (long long)k + 1];
+            const GhFloat4 a = reinterpret_cast<const GhFloat4*>(fast)[2 * (long long)k];
+            const GhFloat4 b = reinterpret_cast<const GhFloat4*>(fast)[2 * (long long)k + 1];
+            float u = float(col - centre.y) - a.x;  // centre.y, .z: the ibox columns GH_I_CENTRE_*
+            float w = float(row - centre.z) - a.y;
+            float z1 = a.z * u + a.w * w;
+            float z2 = b.x * u + b.y * w;
+            value = T(b.z * exp2f(-(z1 * z1 + z2 * z2)));
         }
         current = gh_combine<T>(current, value, COMBINE);
     }

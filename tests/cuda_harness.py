@@ -132,12 +132,12 @@ extern "C" __global__ void {name}({", ".join(decls)}) {{
         args += [f"{ctype(p)}* {p.name}" for p in outs]
         call = [f"CArray<{ctype(p)}, 1, true, {small}>(const_cast<{ctype(p)}*>({p.name}), 0)" if p.raw else p.name
                 for p in ins]
-        call += [f"CArray<{ctype(p)}, 1, true, {small}>({p.name}, n)" for p in outs]
+        call += [f"CArray<{ctype(p)}, 1, true, {small}>({p.name}, _size)" for p in outs]
         source += f"""
-extern "C" void host_{name}(ptrdiff_t n, int flush_to_zero, {", ".join(args)}) {{
+extern "C" void host_{name}(ptrdiff_t _size, int flush_to_zero, {", ".join(args)}) {{
     unsigned int saved = _mm_getcsr();
     if (flush_to_zero) _mm_setcsr(saved | 0x8040);  // FTZ and DAZ, as -ftz=true does for float32
-    {name}({", ".join(call)}, CIndexer<1, {small}>(n));
+    {name}({", ".join(call)}, CIndexer<1, {small}>(_size));
     _mm_setcsr(saved);
 }}
 """
@@ -261,7 +261,8 @@ def sass_of(nvrtc, nvdisasm, source, arch, options=()):
         path = Path(folder) / "module.cubin"
         path.write_bytes(cubin)
         text = subprocess.run([str(nvdisasm), "-c", str(path)], capture_output=True, text=True, check=True).stdout
-    return [line for line in text.splitlines() if re.search(r"/\*[0-9a-f]{4,}\*/", line)]
+    return [line for line in text.splitlines()
+            if re.search(r"/\*[0-9a-f]{4,}\*/", line) or re.match(r"\s*\.L_x_\d+:", line)]
 
 
 # -- running operations on the host --------------------------------------------------------------
@@ -547,6 +548,8 @@ def counting_cupy(compiler, counts=None, free_bytes=60 * 2**30):
     for name in ("float32", "float64", "int32", "int64", "bool_", "dtype", "iinfo", "finfo", "ndim", "shape"):
         setattr(module, name, getattr(np, name))
     module.ElementwiseKernel = functools.partial(HostElementwiseKernel, compiler, counts)
+    stable_argsort = launch_of("argsort")
+    module.argsort = lambda a, axis=-1, kind=None: stable_argsort(a, axis=axis, kind="stable")  # CuPy's always is
 
     class Device:
         def __init__(self, index=0):

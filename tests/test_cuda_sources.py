@@ -1,166 +1,70 @@
 """The CUDA sources and the cupy backend, proven without a GPU.
 
-Each operation in kernels/ is wrapped the way ``cupy.ElementwiseKernel`` wraps it (``typedef ... T;``,
-the header as preamble, ``const CArray<...>`` raw arguments, a grid-stride loop over ``i`` with
-``T &out = _raw_out[_ind.get()];``), generated from the signature lines in the .cu file itself, and:
+Each operation in kernels/ is wrapped the way ``cupy.ElementwiseKernel`` wraps it (tests/cuda_harness.py)
+and:
 
-1. compiled by NVRTC for compute_80/compute_90 (PTX) and sm_80/sm_90 (ptxas run too), failing on any
-   error or warning, on a stack frame, or on a register spill;
-2. compiled for the host by g++ (strict IEEE, and once more with FMA contraction as a GPU does) and
-   driven by ``gaussheat_gpu.backends.cupy_backend.render`` itself, loaded against a host stand-in
-   for CuPy: planning then runs through its CuPy code paths and the backend passes its real arguments
-   to the compiled operation. The result must equal the NumPy backend's float64 reference pixel by
-   pixel (DESIGN.md section 3).
+1. compiled by NVRTC for sm_80/sm_90 with CuPy's options (ptxas run too), every variant the backend
+   builds (output dtypes, compile-time modes, 32- and 64-bit indexing), failing on any error or
+   warning, on a stack frame, or on a register spill; the render kernel's in-box visit is counted in
+   SASS (no float64 instruction on the float32 path, a bounded instruction count);
+2. compiled for the host by g++ (strict IEEE; FMA contraction as a GPU does; float32 flushed to zero
+   as CuPy's -ftz=true) and driven by ``gaussheat_gpu.backends.cupy`` itself, loaded against a
+   host stand-in for CuPy that counts launches and host synchronisations. The result must equal
+   the NumPy backend's float64 reference pixel by pixel (DESIGN.md section 3), the device plan's
+   boxes must be the host plan's bit for bit, and a call must stay within its launch budget.
 
 What this cannot show: timings, and the last ulps of the GPU's own exp/erf/erfc.
 """
 
-import ctypes
-import functools
-import hashlib
-import importlib.util
-import mmap
 import re
 import shutil
-import subprocess
 import sys
 import types
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
+from cuda_harness import (
+    C_TYPES,
+    CUPY_OPTIONS,
+    NVRTC,
+    Counts,
+    counting_cupy,
+    find_nvdisasm,
+    find_nvrtc,
+    host_compilers,
+    load_cupy_backend,
+    operation_module,
+    parse_params,
+    render_variants,
+    sass_of,
+    variants,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive import naive_support_mask
 from strategies import allowed_error, kernel_dicts, render_cases
 
 import gaussheat_gpu as gh
-from gaussheat_gpu import cuda_sources, planning
+from gaussheat_gpu import cuda_sources, planning, workloads
 from gaussheat_gpu.planning import COMBINE_CODES, NORMALIZE_CODES, make_grid, make_plan
 
-# -- CuPy's generated module, reproduced ------------------------------------------------------
-
-C_TYPES = {"float64": "double", "float32": "float", "int64": "long long", "int32": "int"}
-CTYPES_SCALARS = {"float64": ctypes.c_double, "float32": ctypes.c_float, "int64": ctypes.c_longlong,
-                  "int32": ctypes.c_int}
-
-# The parts of cupy/_core/include/cupy/carray.cuh an ElementwiseKernel operation touches, with the
-# same member signatures (const operator[] returns const T&, so `&params[0]` is a const pointer).
-STAND_IN = r"""
-#if !defined(__CUDACC_RTC__)
-#include <cstddef>
-#define __global__
-#define __device__
-#define GH_UNROLL_ONCE
-#define CUPY_FOR(i, n) for (ptrdiff_t i = 0; i < (n); ++i)
-#else
-#define GH_UNROLL_ONCE _Pragma("unroll 1")
-#define CUPY_FOR(i, n) \
-    for (ptrdiff_t i = static_cast<ptrdiff_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-         i += static_cast<ptrdiff_t>(blockDim.x) * gridDim.x)
-#endif
-
-template <typename T, int _ndim, bool _c_contiguous = false, bool _use_32bit_indexing = false>
-class CArray {
-    T* data_;
-    ptrdiff_t size_;
-  public:
-    __device__ CArray(T* data, ptrdiff_t size) : data_(data), size_(size) {}
-    __device__ ptrdiff_t size() const { return size_; }
-    __device__ const T& operator[](ptrdiff_t idx) const { return data_[idx]; }
-    __device__ T& operator[](ptrdiff_t idx) { return data_[idx]; }
-    template <typename Int> __device__ T& operator[](const Int (&idx)[_ndim]) { return data_[idx[0]]; }
-};
-
-template <int _ndim, bool _use_32bit_indexing = false>
-class CIndexer {
-    ptrdiff_t size_;
-    ptrdiff_t index_[_ndim];
-  public:
-    __device__ explicit CIndexer(ptrdiff_t size) : size_(size) {}
-    __device__ ptrdiff_t size() const { return size_; }
-    __device__ void set(ptrdiff_t i) { index_[0] = i; }
-    __device__ const ptrdiff_t (&get() const)[_ndim] { return index_; }
-};
-"""
+VARIANTS = variants()
 
 
-class Param(NamedTuple):
-    raw: bool
-    dtype: str  # a NumPy dtype name, or a type placeholder such as "T"
-    name: str
-
-
-def parse_params(text):
-    """ElementwiseKernel parameter syntax ("raw float64 params, int32 combine, T out")."""
-    params = []
-    for item in text.split(","):
-        words = item.split()
-        raw = words[0] == "raw"
-        dtype, name = words[raw:]
-        params.append(Param(raw, dtype, name))
-    return params
-
-
-def module_source(in_params, out_params, body, name, preamble, out_ctype, host):
-    """The module CuPy generates for one ElementwiseKernel, plus (host) an ``extern "C"`` driver."""
-    ins, outs = parse_params(in_params), parse_params(out_params)
-
-    def ctype(p):
-        return C_TYPES.get(p.dtype, out_ctype)
-
-    decls = [f"const CArray<{ctype(p)}, 1, true, true> {p.name}" if p.raw else f"const {ctype(p)} {p.name}"
-             for p in ins]
-    decls += [f"CArray<{ctype(p)}, 1, true, true> _raw_{p.name}" for p in outs]
-    decls.append("CIndexer<1> _ind")
-    typedefs = "".join(f"typedef {out_ctype} {t};\n" for t in sorted({p.dtype for p in ins + outs} - C_TYPES.keys()))
-    refs = "\n".join(f"        {ctype(p)} &{p.name} = _raw_{p.name}[_ind.get()];" for p in outs)
-    source = f"""{STAND_IN}
-{typedefs}{preamble}
-extern "C" __global__ void {name}({", ".join(decls)}) {{
-    GH_UNROLL_ONCE
-    CUPY_FOR(i, _ind.size()) {{
-        _ind.set(i);
-{refs}
-        {body};
-    }}
-}}
-"""
-    if host:
-        args = [f"const {ctype(p)}* {p.name}" if p.raw else f"{ctype(p)} {p.name}" for p in ins]
-        args += [f"{ctype(p)}* {p.name}" for p in outs]
-        call = [f"CArray<{ctype(p)}, 1, true, true>(const_cast<{ctype(p)}*>({p.name}), 0)" if p.raw else p.name
-                for p in ins]
-        call += [f"CArray<{ctype(p)}, 1, true, true>({p.name}, n)" for p in outs]
-        source += f"""
-extern "C" void host_{name}(ptrdiff_t n, {", ".join(args)}) {{
-    {name}({", ".join(call)}, CIndexer<1>(n));
-}}
-"""
-    return source
-
-
-def operation_module(name, dtype=None, host=False):
-    """The generated module of operation file ``name`` with output dtype ``dtype``."""
-    op = cuda_sources.operation(name)
-    return module_source(op.in_params, op.out_params, op.body, cuda_sources.kernel_name(name, dtype),
-                         cuda_sources.read(cuda_sources.HEADER), C_TYPES[dtype or "float64"], host)
-
-
-def has_placeholder_output(name):
-    return any(p.dtype not in C_TYPES for p in parse_params(cuda_sources.operation(name).out_params))
-
-
-VARIANTS = [(name, dtype) for name in cuda_sources.OPERATIONS
-            for dtype in (("float32", "float64") if has_placeholder_output(name) else (None,))]
+def variant_id(variant):
+    name, dtype, defines = variant
+    return cuda_sources.kernel_name(name, dtype, defines).removeprefix("gaussheat_")
 
 
 # -- the plan layout and the files -------------------------------------------------------------
 
-def test_header_layout_matches_planning():
+def header_defines():
     header = cuda_sources.read(cuda_sources.HEADER)
-    defines = {name: int(value) for name, value in re.findall(r"#define (GH_\w+) (\d+)\s*$", header, re.MULTILINE)}
+    return {name: int(value) for name, value in re.findall(r"#define (GH_\w+) (\d+)(?:\s|$)", header)}
+
+
+def test_header_layout_matches_planning(host_backends):
+    defines = header_defines()
     checked = 0
     for name in dir(planning):
         if re.fullmatch(r"[PB]_\w+|N_PARAMS|N_BOX", name):
@@ -170,18 +74,31 @@ def test_header_layout_matches_planning():
     for code_map, prefix in ((COMBINE_CODES, "GH_COMBINE_"), (NORMALIZE_CODES, "GH_NORMALIZE_")):
         assert {k: v for k, v in defines.items() if k.startswith(prefix)} == \
                {prefix + mode.upper(): code for mode, code in code_map.items()}
+    device_planning = host_backends["ieee"][0].planning
+    assert (defines["GH_N_FAST"], defines["GH_N_IBOX"], defines["GH_N_SUMMARY"]) == \
+           (device_planning.N_FAST, device_planning.N_IBOX, device_planning.N_SUMMARY)
+    assert (defines["GH_S_ERROR"], defines["GH_S_NEEDS64"], defines["GH_S_ROTATED"]) == \
+           (device_planning.S_ERROR, device_planning.S_NEEDS64, device_planning.S_ROTATED)
+    assert (defines["GH_TILE"], defines["GH_TILE_PIXELS"], defines["GH_COUNT_LANES"]) == \
+           (cuda_sources.TILE, cuda_sources.TILE_PIXELS, cuda_sources.COUNT_LANES_PER_KERNEL)
+    assert 1 << defines["GH_TILE_SHIFT"] == cuda_sources.TILE
+    assert planning.CHECK_IMAGE == 0 and planning.CHECK_INTEGRAL_ROTATED == 1 and planning.CHECK_POR == 2
 
 
 def test_every_source_is_compiled_by_these_tests():
     # A new file in kernels/ must be listed in cuda_sources.OPERATIONS (or be the header) to ship.
     assert cuda_sources.source_names() == sorted([cuda_sources.HEADER, *cuda_sources.OPERATIONS])
+    assert {v[0] for v in VARIANTS} == set(cuda_sources.OPERATIONS)
     for name in cuda_sources.OPERATIONS:
         op = cuda_sources.operation(name)
         assert "//" not in op.body and len(op.body.splitlines()) <= 4
         parse_params(op.in_params), parse_params(op.out_params)
+    assert cuda_sources.operation(cuda_sources.PLAN_KERNELS).options == ("--fmad=false",)
 
 
 def test_installed_layout_reads_the_wheel_copy(tmp_path):
+    import importlib.util
+
     # pyproject.toml force-includes kernels/ as gaussheat_gpu/_cuda_sources/ in the wheel.
     package = tmp_path / "site-packages" / "gaussheat_gpu"
     shutil.copytree(cuda_sources.source_dir(), package / "_cuda_sources")
@@ -191,7 +108,7 @@ def test_installed_layout_reads_the_wheel_copy(tmp_path):
     spec.loader.exec_module(installed)
     assert installed.source_dir() == package / "_cuda_sources"
     assert installed.source_names() == cuda_sources.source_names()
-    assert installed.operation(installed.RENDER_PIXEL) == cuda_sources.operation(cuda_sources.RENDER_PIXEL)
+    assert installed.operation(installed.RENDER_TILES) == cuda_sources.operation(cuda_sources.RENDER_TILES)
 
 
 def test_operation_file_without_signature_is_refused(tmp_path, monkeypatch):
@@ -206,58 +123,18 @@ def test_operation_file_without_signature_is_refused(tmp_path, monkeypatch):
         cuda_sources.read.cache_clear(), cuda_sources.operation.cache_clear()
 
 
+def test_kernel_names_record_the_variant():
+    defines = cuda_sources.render_defines(2, 3, False)
+    assert cuda_sources.kernel_name(cuda_sources.RENDER_TILES, "float32", defines) == \
+        "gaussheat_render_tiles_float32_c2_n3_e0"
+    assert cuda_sources.kernel_name(cuda_sources.PLAN_KERNELS) == "gaussheat_plan_kernels"
+
+
 # -- 1. NVRTC ----------------------------------------------------------------------------------
-
-def _find_nvrtc():
-    try:
-        import nvidia
-    except ImportError:
-        return None
-    for root in getattr(nvidia, "__path__", []):
-        for path in sorted(Path(root).glob("**/libnvrtc.so*")):
-            if "builtins" not in path.name:
-                return path
-    return None
-
-
-class NVRTC:
-    """Just enough of the NVRTC C API, through ctypes."""
-
-    def __init__(self, path):
-        self.path = path
-        self.lib = ctypes.CDLL(str(path))
-        self.lib.nvrtcGetErrorString.restype = ctypes.c_char_p
-
-    def _check(self, result, what):
-        if result != 0:
-            raise RuntimeError(f"{what}: {self.lib.nvrtcGetErrorString(result).decode()}")
-
-    def compile(self, source, options):
-        """Compile ``source``; return (success, log, ptx)."""
-        program = ctypes.c_void_p()
-        self._check(self.lib.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"gaussheat.cu", 0,
-                                                None, None), "nvrtcCreateProgram")
-        try:
-            opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
-            result = self.lib.nvrtcCompileProgram(program, len(options), opts)
-            size = ctypes.c_size_t()
-            self._check(self.lib.nvrtcGetProgramLogSize(program, ctypes.byref(size)), "log size")
-            log = ctypes.create_string_buffer(size.value)
-            self._check(self.lib.nvrtcGetProgramLog(program, log), "log")
-            ptx = b""
-            if result == 0 and not any(o.startswith("--gpu-architecture=sm_") for o in options):
-                self._check(self.lib.nvrtcGetPTXSize(program, ctypes.byref(size)), "ptx size")
-                buffer = ctypes.create_string_buffer(size.value)
-                self._check(self.lib.nvrtcGetPTX(program, buffer), "ptx")
-                ptx = buffer.value
-            return result == 0, log.value.decode(errors="replace").strip(), ptx
-        finally:
-            self.lib.nvrtcDestroyProgram(ctypes.byref(program))
-
 
 @pytest.fixture(scope="module")
 def nvrtc():
-    path = _find_nvrtc()
+    path = find_nvrtc()
     if path is None:
         pytest.skip("NVRTC library not found (install the dev extra, which brings the nvidia-cuda-nvrtc wheel)")
     return NVRTC(path)
@@ -268,41 +145,60 @@ def diagnostics(log):
     return [line for line in log.splitlines() if re.search(r"warning|error|fatal", line, re.IGNORECASE)]
 
 
-@pytest.mark.parametrize("options", [["--std=c++17"], ["--std=c++11"], ["--std=c++17", "-default-device"]],
-                         ids=["c++17", "c++11", "default-device"])
-@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
-@pytest.mark.parametrize(("name", "dtype"), VARIANTS, ids=[f"{n}-{d}" for n, d in VARIANTS])
-def test_operations_compile_to_ptx_with_nvrtc_without_diagnostics(nvrtc, name, dtype, arch, options):
-    ok, log, ptx = nvrtc.compile(operation_module(name, dtype), [f"--gpu-architecture={arch}", *options])
-    assert ok, log
-    assert log == "", f"NVRTC printed diagnostics:\n{log}"
-    assert f".entry {cuda_sources.kernel_name(name, dtype)}(".encode() in ptx
+# The plan kernel takes cos/sin of device thetas: CUDA's float64 argument reduction for huge angles
+# (Payne-Hanek) keeps a 40-byte table on the stack. Nothing else may use the stack.
+TRIG_STACK = {cuda_sources.PLAN_KERNELS: "40"}
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize(("name", "dtype"), VARIANTS, ids=[f"{n}-{d}" for n, d in VARIANTS])
-def test_operations_assemble_for_sm80_sm90_without_stack_or_spills(nvrtc, name, dtype, arch, record_property):
-    # ptxas runs inside NVRTC for a real architecture: its report shows what a GPU would load.
-    options = [f"--gpu-architecture={arch}", "--std=c++17", "-Xptxas", "-v", "-Xptxas", "--warn-on-spills",
-               "-Xptxas", "--warn-on-local-memory-usage"]
-    ok, log, _ = nvrtc.compile(operation_module(name, dtype), options)
+def assemble(nvrtc, source, arch, options=(), stack="0"):
+    """Compile for a real architecture with ptxas' report; return (registers, log)."""
+    flags = [f"--gpu-architecture={arch}", *CUPY_OPTIONS, *options, "-Xptxas", "-v", "-Xptxas", "--warn-on-spills",
+             "-Xptxas", "--warn-on-local-memory-usage"]
+    ok, log, _ = nvrtc.compile(source, flags)
     assert ok, log
-    assert not diagnostics(log), log
+    expected_warning = f"Local memory used for function '.*', size of stack frame: {stack} bytes"
+    assert not [line for line in diagnostics(log) if stack == "0" or not re.search(expected_warning, line)], log
     frames = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", log)
     registers = [int(n) for n in re.findall(r"Used (\d+) registers", log)]
     assert frames and registers, log
-    # Every value of the per-pixel loop stays in registers: no per-thread stack, no spills.
-    assert all(frame == ("0", "0", "0") for frame in frames), log
-    # The per-pixel kernel is the hot one: few enough registers for at least half occupancy
-    # (64 Ki registers per SM, 2048 threads). The count pre-pass runs one thread per kernel.
-    if name == cuda_sources.RENDER_PIXEL:
-        assert max(registers) <= 64, log
-    record_property("registers", max(registers))
+    # Every value stays in registers: no spills, no per-thread stack but the one named.
+    assert all(frame in (("0", "0", "0"), (stack, "0", "0")) for frame in frames), log
+    return max(registers), log
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[variant_id(v) for v in VARIANTS])
+def test_every_variant_assembles_for_sm90_without_stack_or_spills(nvrtc, variant, record_property):
+    name, dtype, defines = variant
+    options = cuda_sources.operation(name).options
+    registers, _ = assemble(nvrtc, operation_module(name, dtype, defines=defines), "sm_90", options,
+                            stack=TRIG_STACK.get(name, "0"))
+    if name == cuda_sources.RENDER_TILES:
+        # The per-pixel kernel is the hot one: few enough registers for full occupancy of 256-thread
+        # blocks at 64 registers (64 Ki registers per SM, 2048 threads: 32 registers for all of them).
+        assert registers <= 64
+    record_property("registers", registers)
+
+
+SAMPLE = [v for v in VARIANTS if v[2] is None or v[2] in (cuda_sources.render_defines(0, 0, False),
+                                                         cuda_sources.render_defines(1, 3, True))]
+
+
+@pytest.mark.parametrize("index64", [False, True], ids=["index32", "index64"])
+@pytest.mark.parametrize("std", ["--std=c++17", "--std=c++11"])
+@pytest.mark.parametrize("variant", SAMPLE, ids=[variant_id(v) for v in SAMPLE])
+def test_operations_compile_for_sm80_both_indexings_and_standards(nvrtc, variant, std, index64):
+    name, dtype, defines = variant
+    source = operation_module(name, dtype, defines=defines, index64=index64)
+    options = ["--gpu-architecture=compute_80", std, "-ftz=true", *cuda_sources.operation(name).options]
+    ok, log, ptx = nvrtc.compile(source, options)
+    assert ok, log
+    assert log == "", f"NVRTC printed diagnostics:\n{log}"
+    assert f".entry {cuda_sources.kernel_name(name, dtype, defines)}(".encode() in ptx
 
 
 def test_nvrtc_harness_fails_on_errors_and_warnings(nvrtc):
     # The checks above must be able to fail: a typo, and an unused variable (a warning).
-    source = operation_module(cuda_sources.RENDER_PIXEL, "float32")
+    source = operation_module(cuda_sources.RENDER_TILES, "float32", defines=cuda_sources.render_defines(0, 0, False))
     ok, log, _ = nvrtc.compile(source.replace("gh_combine<T>(current", "gh_combine<T>(curent"),
                                ["--gpu-architecture=compute_80"])
     assert not ok and "curent" in log
@@ -311,175 +207,114 @@ def test_nvrtc_harness_fails_on_errors_and_warnings(nvrtc):
     assert ok and "unused" in log and diagnostics(log)
 
 
+# -- the render kernel's visit, in SASS ------------------------------------------------------------
+
+FP64_OPCODES = re.compile(r"\b(DADD|DMUL|DFMA|DSETP|DMNMX|F2F\.F64|F2F\.F32\.F64|I2F\.F64|F2I\.F64|DMUL|MUFU\.\w+\.64)")
+
+
+def visit_loop(lines):
+    """The innermost loop of a SASS listing (instructions and ``.L_x_N:`` labels): the instructions
+    from the target of a backward branch to that branch, for the shortest such loop."""
+    labels, instructions = {}, []
+    for line in lines:
+        label = re.match(r"\s*(\.L_x_\d+):", line)
+        if label:
+            labels[label.group(1)] = len(instructions)
+        else:
+            instructions.append(line)
+    loops = []
+    for index, line in enumerate(instructions):
+        target = re.search(r"\bBRA\b.*?(\.L_x_\d+)", line)
+        if target and labels[target.group(1)] <= index:
+            loops.append(instructions[labels[target.group(1)]:index + 1])
+    loops = [loop for loop in loops if len(loop) > 1]  # the trap loop after EXIT branches to itself
+    return min(loops, key=len) if loops else []
+
+
+@pytest.fixture(scope="module")
+def nvdisasm():
+    path = find_nvdisasm()
+    if path is None:
+        pytest.skip("nvdisasm not found (install the dev extra, which brings the nvidia-cuda-nvdisasm wheel)")
+    return path
+
+
+def render_visit_sass(nvrtc, nvdisasm, dtype, defines, arch="sm_90"):
+    lines = sass_of(nvrtc, nvdisasm, operation_module(cuda_sources.RENDER_TILES, dtype, defines=defines), arch)
+    loop = visit_loop(lines)
+    assert loop, "no loop found in the render kernel"
+    return loop
+
+
+FAST_MODES = [(c, n) for c in ("sum", "max", "por") for n in ("pdf", "peak")]
+
+
+@pytest.mark.parametrize(("combine", "normalize"), FAST_MODES, ids=[f"{c}-{n}" for c, n in FAST_MODES])
+def test_float32_visit_has_no_float64_instruction_and_at_most_45_instructions(nvrtc, nvdisasm, combine, normalize):
+    defines = cuda_sources.render_defines(COMBINE_CODES[combine], NORMALIZE_CODES[normalize], False)
+    loop = render_visit_sass(nvrtc, nvdisasm, "float32", defines)
+    fp64 = [line for line in loop if FP64_OPCODES.search(line)]
+    assert not fp64, "\n".join(fp64)
+    assert len(loop) <= 45, "\n".join(loop)
+
+
+def test_sass_visit_count_sees_float64_where_it_is(nvrtc, nvdisasm):
+    # The counter must be able to fail: the float64 evaluation does run float64 instructions.
+    loop = render_visit_sass(nvrtc, nvdisasm, "float32", cuda_sources.render_defines(0, 0, True))
+    assert any(FP64_OPCODES.search(line) for line in loop)
+
+
 # -- 2. the device code and the backend on the host ----------------------------------------------
 
-HOST_FLAGS = {
-    # IEEE double/float arithmetic, every operation rounded: the NumPy reference's arithmetic.
-    "ieee": ["-ffp-contract=off"],
-    # Multiply-adds fused, as NVRTC does by default (--fmad=true): the GPU's rounding pattern.
-    "fma": ["-mfma", "-ffp-contract=fast"],
-}
-
-
-class HostCompiler:
-    """Builds generated modules into shared libraries with a host C++ compiler (cached per source)."""
-
-    def __init__(self, compiler, folder, flags):
-        self.compiler, self.folder, self.flags = compiler, folder, flags
-        self._libraries = {}
-
-    def library(self, source):
-        digest = hashlib.sha1((source + " ".join(self.flags)).encode()).hexdigest()[:16]
-        if digest not in self._libraries:
-            path = self.folder / f"module_{digest}.cpp"
-            path.write_text(source)
-            command = [self.compiler, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Wshadow", "-Wdouble-promotion",
-                       "-Werror", *self.flags, "-shared", "-fPIC", str(path), "-o", str(path.with_suffix(".so"))]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr}"
-            self._libraries[digest] = ctypes.CDLL(str(path.with_suffix(".so")))
-        return self._libraries[digest]
-
-
-class HostElementwiseKernel:
-    """``cupy.ElementwiseKernel``'s constructor and call, run on the host through the generated module.
-
-    As in CuPy, the output type placeholder is bound from the output array's dtype at call time,
-    and ``i`` runs over the output's flat indices.
-    """
-
-    def __init__(self, compiler, in_params, out_params, operation, name, preamble=""):
-        self.compiler = compiler
-        self.in_params, self.out_params = parse_params(in_params), parse_params(out_params)
-        self.text = (in_params, out_params, operation, name, preamble)
-
-    def __call__(self, *args):
-        assert len(args) == len(self.in_params) + len(self.out_params) == len(self.in_params) + 1
-        out = args[-1]
-        assert out.flags.c_contiguous
-        source = module_source(*self.text[:4], self.text[4], C_TYPES[out.dtype.name], host=True)
-        entry = getattr(self.compiler.library(source), f"host_{self.text[3]}")
-        converted, guarded = [ctypes.c_ssize_t(out.size)], []
-        for param, arg in zip(self.in_params + self.out_params, args, strict=True):
-            if param.raw or isinstance(arg, np.ndarray):
-                assert isinstance(arg, np.ndarray) and arg.flags.c_contiguous, param
-                assert param.dtype not in C_TYPES or arg.dtype == np.dtype(param.dtype), param
-                copy = GuardedArray(arg)
-                guarded.append(copy)
-                converted.append(ctypes.c_void_p(copy.array.ctypes.data))
-            else:
-                converted.append(CTYPES_SCALARS[param.dtype](arg))
-        entry(*converted)
-        out[...] = guarded[-1].array
-        return out
-
-
-class GuardedArray:
-    """A copy of an array that ends where an unreadable page begins.
-
-    A GPU reading past the end of an allocation may fault or read garbage; on the host a read
-    past the end of these copies is a segmentation fault, so such a bug cannot pass unseen.
-    """
-
-    _libc = ctypes.CDLL(None, use_errno=True)
-    PROT_NONE = 0
-
-    def __init__(self, array):
-        page = mmap.PAGESIZE
-        data_pages = max(1, -(-array.nbytes // page))
-        self._buffer = mmap.mmap(-1, (data_pages + 1) * page)
-        base = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
-        guard = ctypes.c_void_p(base + data_pages * page)
-        assert self._libc.mprotect(guard, ctypes.c_size_t(page), self.PROT_NONE) == 0, ctypes.get_errno()
-        self.array = np.frombuffer(self._buffer, dtype=array.dtype, count=array.size,
-                                   offset=data_pages * page - array.nbytes).reshape(array.shape)
-        self.array[...] = array
-
-
-def fake_cupy(compiler):
-    """A module named cupy that is NumPy plus the few CUDA calls the backend makes, on the host.
-
-    Planning code takes its CuPy branches (``xp is not numpy``) with it.
-    """
-    module = types.ModuleType("cupy")
-    module.__getattr__ = lambda name: getattr(np, name)
-    module.__version__ = "host-stand-in"
-    module.ElementwiseKernel = functools.partial(HostElementwiseKernel, compiler)
-    module.asnumpy = np.asarray
-    module.cuda = types.SimpleNamespace(Device=lambda *a: types.SimpleNamespace(id=0))
-    return module
-
-
-def load_backend_on(fake):
-    """gaussheat_gpu.backends.cupy_backend executed against ``fake``, kept out of sys.modules."""
-    path = Path(gh.__file__).parent / "backends" / "cupy_backend.py"
-    spec = importlib.util.spec_from_file_location("gaussheat_gpu.backends._cupy_backend_on_host", path)
-    module = importlib.util.module_from_spec(spec)
-    saved = sys.modules.get("cupy")
-    sys.modules["cupy"] = fake
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if saved is None:
-            del sys.modules["cupy"]
-        else:
-            sys.modules["cupy"] = saved
-    return module
-
-
 @pytest.fixture(scope="session")
-def host_compilers(tmp_path_factory):
-    compiler = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if compiler is None:
+def compilers(tmp_path_factory):
+    found = host_compilers(tmp_path_factory.mktemp("cuda_host"))
+    if not found:
         pytest.skip("no C++ compiler (g++/c++/clang++) on PATH to build the device code for the host")
-    flags = dict(HOST_FLAGS)
-    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if not re.search(r"\bfma\b", cpu):
-        del flags["fma"]  # cannot run fused code here
-    folder = tmp_path_factory.mktemp("cuda_host")
-    return {name: HostCompiler(compiler, folder, f) for name, f in flags.items()}
+    return found
 
 
 @pytest.fixture(scope="session")
-def host_backends(host_compilers):
+def host_backends(compilers):
     backends = {}
-    for name, compiler in host_compilers.items():
-        fake = fake_cupy(compiler)
-        backends[name] = (load_backend_on(fake), fake)
+    for name, compiler in compilers.items():
+        fake = counting_cupy(compiler)
+        backends[name] = (load_cupy_backend(fake), fake)
     return backends
 
 
-def host_render(host_backends, variant, kernels, shape, *, dtype, out=None, accumulate=False, tiles=None,
-                **options):
-    """Render through cupy_backend.render on the host: its planning branch, arguments and device code."""
+def host_render(host_backends, variant, kernels, shape, *, dtype, out=None, accumulate=False, **options):
+    """Render through the cupy backend on the host: its device planning, arguments and device code."""
     backend, fake = host_backends[variant]
     grid = make_grid(shape, options.pop("extent", None))
-    plan = make_plan(kernels.to(fake), grid, dtype=dtype, accumulate=accumulate, xp=fake, **options)
-    assert plan.xp is fake
-    out = np.zeros(shape, dtype) if out is None else out
-    with pytest.MonkeyPatch.context() as patch:
-        if tiles is not None:
-            patch.setattr(cuda_sources, "TILE_HEIGHT", tiles[0])
-            patch.setattr(cuda_sources, "TILE_WIDTH", tiles[1])
-        backend.render(plan, out)
-    return out
+    plan = backend.make_plan(kernels, grid, dtype=np.dtype(dtype), accumulate=accumulate, **options)
+    device_out = fake.asarray(np.zeros(shape, dtype) if out is None else out)
+    backend.render(plan, device_out)
+    result = device_out.get()
+    if out is not None:
+        out[...] = result
+        return out
+    return result
 
 
-TILES = st.sampled_from([None, (16, 16), (1, 1), (5, 7), (64, 4096)])  # None: the backend's own
+def on_device(fake, kernels):
+    """The same kernels with their arrays on the stand-in device (the backend's device-kernel path)."""
+    return kernels.to(fake)
 
 
 @settings(max_examples=150)
 @given(case=render_cases(max_side=70), dtype=st.sampled_from(["float32", "float64"]), accumulate=st.booleans(),
-       variant=st.sampled_from(sorted(HOST_FLAGS)), tiles=TILES)
-def test_backend_on_host_matches_reference(host_backends, case, dtype, accumulate, variant, tiles):
+       variant=st.sampled_from(["ieee", "fma", "ftz"]), device_kernels=st.booleans())
+def test_backend_on_host_matches_reference(host_backends, case, dtype, accumulate, variant, device_kernels):
     kernels, shape, options = case
     if variant not in host_backends:
         variant = "ieee"
     start = np.random.default_rng(11).uniform(0, 1, shape) if accumulate else np.zeros(shape)
     expected = start.copy()
     gh.render(kernels, shape, backend="numpy", out=expected, accumulate=accumulate, **options)
-    actual = host_render(host_backends, variant, kernels, shape, dtype=dtype, out=start.astype(dtype),
-                         accumulate=accumulate, tiles=tiles, **options)
+    given_kernels = on_device(host_backends[variant][1], kernels) if device_kernels else kernels
+    actual = host_render(host_backends, variant, given_kernels, shape, dtype=dtype, out=start.astype(dtype),
+                         accumulate=accumulate, **options)
     assert np.abs(actual - expected).max() <= allowed_error(expected, dtype)
     if not accumulate:
         inside = np.array(naive_support_mask(kernel_dicts(kernels), shape, options["truncate"], options["extent"]))
@@ -490,8 +325,8 @@ def test_backend_on_host_matches_reference(host_backends, case, dtype, accumulat
 @pytest.mark.parametrize("normalize", ["pdf", "peak", "integral", "count"])
 @pytest.mark.parametrize("combine", ["sum", "max", "por"])
 def test_backend_on_host_every_mode_on_a_batch(host_backends, combine, normalize, dtype):
-    # Every combine x normalize x dtype, rotated (but integral), batch of 3, reversed extent, both
-    # host builds: supports crossing many tiles and image edges.
+    # Every combine x normalize x dtype, rotated (but integral), batch of 3, reversed extent, every
+    # host build: supports crossing many tiles and image edges.
     rng = np.random.default_rng(COMBINE_CODES[combine] * 10 + NORMALIZE_CODES[normalize])
     n = 150
     sigma_x = rng.uniform(0.4, 12, n)
@@ -508,48 +343,204 @@ def test_backend_on_host_every_mode_on_a_batch(host_backends, combine, normalize
 
 
 def test_backend_on_host_crowd_and_splats(host_backends):
-    # Larger cases: thousands of rotated splats, many kernels per tile, count over whole boxes.
+    # Larger cases: thousands of rotated splats, many kernels per tile, count over whole boxes, and
+    # rotated count kernels (the count lanes pass).
     rng = np.random.default_rng(5)
     n = 3000
     splats = gh.Kernels(rng.uniform(0, 300, n), rng.uniform(0, 200, n), rng.uniform(0.5, 4, n),
                         rng.uniform(0.5, 4, n), rng.uniform(0, np.pi, n), rng.uniform(0, 1, n))
     crowd = gh.Kernels(rng.uniform(-10, 310, 300), rng.uniform(-10, 210, 300), rng.uniform(1, 15, 300))
-    for kernels, normalize in ((splats, "pdf"), (crowd, "count")):
+    tilted = gh.Kernels(rng.uniform(-10, 310, 300), rng.uniform(-10, 210, 300), rng.uniform(1, 15, 300),
+                        rng.uniform(1, 15, 300), rng.uniform(0, np.pi, 300))
+    for kernels, normalize in ((splats, "pdf"), (crowd, "count"), (tilted, "count")):
         expected = gh.render(kernels, (200, 300), backend="numpy", dtype="float64", normalize=normalize, truncate=3)
         actual = host_render(host_backends, "ieee", kernels, (200, 300), dtype="float32", normalize=normalize,
                              truncate=3)
         assert np.abs(actual - expected).max() <= 1e-5 * np.abs(expected).max()
         if normalize == "count":  # each kernel with a pixel in the image spreads exactly its amplitude, 1
-            visible = make_plan(crowd, make_grid((200, 300)), normalize="count", truncate=3).n_kernels
-            assert 250 < visible < len(crowd)
+            visible = make_plan(kernels, make_grid((200, 300)), normalize="count", truncate=3).n_kernels
+            assert 250 < visible < len(kernels)
             np.testing.assert_allclose(actual.sum(dtype=np.float64), visible, rtol=1e-5)
 
 
-def test_count_pre_pass_on_host_is_the_sum_over_each_box(host_backends):
+def test_device_plan_boxes_are_the_host_plans_bit_for_bit(host_backends):
+    # DESIGN.md: the box is decided in float64 identically for every backend. Host and device kernels,
+    # rotated and not, a batch, a reversed extent far from the origin, per-kernel and shared truncation.
+    backend, fake = host_backends["fma"] if "fma" in host_backends else host_backends["ieee"]
+    rng = np.random.default_rng(17)
+    n = 4000
+    kernels = gh.Kernels(1e5 + rng.uniform(-10, 310, n), rng.uniform(-10, 290, n), rng.uniform(0.3, 40, n),
+                         rng.uniform(0.3, 40, n), np.where(rng.uniform(size=n) < 0.5, 0.0, rng.uniform(-3, 3, n)),
+                         rng.uniform(0, 1, n), rng.integers(0, 3, n))
+    grid = make_grid((3, 280, 300), extent=(1e5 + 299.5, 1e5 - 0.5, 0, 279))
+    for truncate in (1.5, 3.0, None, rng.uniform(0.5, 4, n)):
+        for normalize in ("pdf", "count"):
+            host = make_plan(kernels, grid, normalize=normalize, truncate=truncate)
+            for given_kernels in (kernels, on_device(fake, kernels)):
+                device = backend.make_plan(given_kernels, grid, normalize=normalize, truncate=truncate)
+                ibox = device.ibox.view(np.ndarray)
+                kept = (ibox[:, 0] <= ibox[:, 1]) & (ibox[:, 2] <= ibox[:, 3])
+                np.testing.assert_array_equal(np.flatnonzero(kept), host.kernel_index)
+                np.testing.assert_array_equal(ibox[kept, :planning.N_BOX], host.boxes)
+                params = device.params.view(np.ndarray)[kept]
+                columns = slice(0, planning.P_SHIFT_COL) if normalize == "count" else slice(None)
+                np.testing.assert_array_equal(params[:, columns], host.params[:, columns])
+                np.testing.assert_allclose(params, host.params, rtol=1e-12, atol=1e-300)
+
+
+def test_device_bins_are_the_host_plans_bins(host_backends):
     backend, fake = host_backends["ieee"]
-    rng = np.random.default_rng(8)
-    kernels = gh.Kernels(rng.uniform(-5, 45, 40), rng.uniform(-5, 35, 40), rng.uniform(0.3, 6, 40),
-                         rng.uniform(0.3, 6, 40), theta=np.where(rng.uniform(size=40) < 0.5, 0.0, 1.0))
-    plan = make_plan(kernels.to(fake), make_grid((30, 40)), normalize="count", truncate=2.5, xp=fake)
-    sums = np.empty(plan.n_kernels)
-    backend._elementwise(cuda_sources.COUNT_SUMS)(plan.params.ravel(), plan.boxes.ravel(), sums)
-    for k, (p, box) in enumerate(zip(plan.params, plan.boxes, strict=True)):
-        u = np.arange(box[0], box[1] + 1) - p[planning.P_CX]
-        w = (np.arange(box[2], box[3] + 1) - p[planning.P_CY])[:, None]
-        q = p[planning.P_A] * u * u + 2 * p[planning.P_B] * u * w + p[planning.P_C] * w * w
-        g = np.exp(-0.5 * (q - p[planning.P_SHIFT_COL] - p[planning.P_SHIFT_ROW]))
-        assert sums[k] == pytest.approx(g.sum(), rel=1e-13)
+    rng = np.random.default_rng(23)
+    n = 2000
+    kernels = gh.Kernels(rng.uniform(-20, 220, n), rng.uniform(-20, 120, n), rng.uniform(0.3, 12, n),
+                         rng.uniform(0.3, 12, n), rng.uniform(-3, 3, n), image=rng.integers(0, 2, n))
+    grid = make_grid((2, 100, 200))
+    host = make_plan(kernels, grid, truncate=3)
+    device = backend.make_plan(kernels, grid, truncate=3)
+    offsets, ids = (a.view(np.ndarray) for a in backend.bin_tiles(device))
+    host_offsets, host_ids = host.bins(cuda_sources.TILE, cuda_sources.TILE)
+    np.testing.assert_array_equal(offsets, host_offsets)
+    np.testing.assert_array_equal(ids, host.kernel_index[host_ids])
 
 
-def test_backend_caches_one_kernel_per_device_operation_and_dtype(host_backends):
+@pytest.mark.parametrize("aspect", [1, 10, 100])
+def test_float32_path_holds_extreme_shapes_sizes_and_places(host_backends, aspect):
+    # Aspect ratios up to 100, sigmas from 0.3 to 500 px, centres near x = 1e5, a batch: the float32
+    # evaluation stays within DESIGN.md's 1e-5 of max|reference| (and takes the float32 path).
+    backend, fake = host_backends["fma"] if "fma" in host_backends else host_backends["ieee"]
+    rng = np.random.default_rng(aspect)
+    n = 400
+    sigma_short = np.exp(rng.uniform(np.log(0.3), np.log(500 / aspect), n))
+    swap = rng.uniform(size=n) < 0.5
+    sigma_x = np.where(swap, sigma_short * aspect, sigma_short)
+    sigma_y = np.where(swap, sigma_short, sigma_short * aspect)
+    kernels = gh.Kernels(1e5 + rng.uniform(-50, 450, n), rng.uniform(-50, 350, n), sigma_x, sigma_y,
+                         rng.uniform(-np.pi, np.pi, n), rng.uniform(0.1, 1, n), rng.integers(0, 2, n))
+    shape, extent = (2, 300, 400), (1e5, 1e5 + 399, 0, 299)
+    for combine, normalize in (("sum", "pdf"), ("max", "peak"), ("sum", "count")):
+        options = dict(combine=combine, normalize=normalize, truncate=4.0, extent=extent)
+        grid = make_grid(shape, extent)
+        plan = backend.make_plan(kernels, grid, normalize=normalize, combine=combine, truncate=4.0)
+        # count: kernels seen only through a far tail (shift > 16) take the float64 evaluation.
+        assert plan.path == "tiles" and (normalize == "count" or not plan.eval64)
+        expected = gh.render(kernels, shape, backend="numpy", dtype="float64", **options)
+        actual = host_render(host_backends, "fma" if "fma" in host_backends else "ieee", kernels, shape,
+                             dtype="float32", **options)
+        assert np.abs(actual - expected).max() <= 1e-5 * np.abs(expected).max(), (combine, normalize)
+
+
+def test_kernels_past_float32_limits_take_the_float64_evaluation(host_backends):
+    # SCALE beyond float32's range (sigma ~1e-41), a centre past 2^23 pixels, a count kernel seen only
+    # through its far tail: each makes the call evaluate in float64, and every result stays right.
+    backend, fake = host_backends["ieee"]
+    cases = [
+        (gh.Kernels(x=[3.0], y=[5.45], sigma_x=1.3e-41, sigma_y=0.12), {}),
+        (gh.Kernels(x=[1e7, 3.0], y=[4.0, 4.0], sigma_x=[5e6, 2.0]), {}),
+        (gh.Kernels(x=[-30.0, 5.0], y=[4.0, 4.0], sigma_x=[4.0, 2.0]), {"normalize": "count", "truncate": 10.0}),
+    ]
+    for kernels, options in cases:
+        plan = backend.make_plan(kernels, make_grid((10, 12)), **options)
+        assert plan.eval64
+        expected = gh.render(kernels, (10, 12), backend="numpy", dtype="float64", **options)
+        actual = host_render(host_backends, "ieee", kernels, (10, 12), dtype="float32", **options)
+        assert np.abs(actual - expected).max() <= allowed_error(expected, "float32")
+        assert np.isfinite(actual).all()
+
+
+def test_dense_path_for_axis_aligned_sums(host_backends):
+    backend, fake = host_backends["ieee"]
+    case = workloads.build("W3", tiny=True)
+    kernels, shape, options = case.kernels, case.shape, dict(case.options)
+    for normalize, truncate in (("pdf", None), ("count", None), ("peak", 5.0)):
+        options.update(normalize=normalize, truncate=truncate)
+        plan = backend.make_plan(kernels, make_grid(shape, options.get("extent")),
+                                 **{k: v for k, v in options.items() if k != "extent"})
+        assert plan.path == "dense", normalize
+        for dtype in ("float32", "float64"):
+            expected = gh.render(kernels, shape, backend="numpy", dtype="float64", **options)
+            actual = host_render(host_backends, "ieee", kernels, shape, dtype=dtype, **options)
+            assert np.abs(actual - expected).max() <= allowed_error(expected, dtype), (normalize, dtype)
+            if truncate is not None:
+                inside = np.array(naive_support_mask(kernel_dicts(kernels), shape, truncate, options.get("extent")))
+                assert not actual[~inside.reshape(shape)].any()
+
+
+def test_errors_are_planning_errors_and_leave_out_untouched(host_backends):
+    backend, fake = host_backends["ieee"]
+    grid = make_grid((8, 8))
+    cases = [
+        (gh.Kernels(x=[3.0, 4.0], y=[4.0, 4.0], sigma_x=1.0, image=[0, 5]), {}, r"image\[1\] = 5 is out of range"),
+        (gh.Kernels(x=[3.0, 4.0], y=[4.0, 4.0], sigma_x=1.0, sigma_y=2.0, theta=[0, 0.5]), {"normalize": "integral"},
+         "kernel 1 has theta"),
+        (gh.Kernels(x=[3.0, 4.0], y=[4.0, 4.0], sigma_x=1.0, amplitude=[0.5, 2.0]),
+         {"combine": "por", "normalize": "peak"}, "kernel 1 has amplitude = 2.0"),
+        # The first failed check in planning's order, whatever the kernel order.
+        (gh.Kernels(x=[3.0, 4.0], y=[4.0, 4.0], sigma_x=1.0, amplitude=[2.0, 0.5], image=[0, 3]),
+         {"combine": "por", "normalize": "peak"}, r"image\[1\] = 3"),
+    ]
+    for kernels, options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            make_plan(kernels, grid, **options)
+        with pytest.raises(ValueError, match=message):
+            backend.make_plan(kernels, grid, **options)
+
+
+def test_a_tile_list_that_cannot_fit_is_refused_before_allocation(compilers):
+    fake = counting_cupy(compilers["ieee"], free_bytes=2**20)
+    backend = load_cupy_backend(fake)
+    kernels = gh.Kernels(x=np.linspace(0, 4000, 300), y=2000.0, sigma_x=3000.0, theta=0.3, sigma_y=100.0)
+    with pytest.raises(MemoryError, match="tile list"):
+        backend.make_plan(kernels, make_grid((4096, 4096)), truncate=None)
+    assert [e for e in fake.counts.events if e[0] == "launch"][-1] == ("launch", "cupy.min")  # nothing after
+
+
+# -- launches and host synchronisations per call ---------------------------------------------------
+
+COUNTED = ["W1", "W3", "W4x4", "W5", "W6", "G1-map"]
+
+
+@pytest.mark.parametrize("workload", COUNTED)
+@pytest.mark.parametrize("kernels_on", ["device", "host"])
+def test_a_call_stays_within_8_launches_and_1_host_sync(host_backends, workload, kernels_on):
+    backend, fake = host_backends["ieee"]
+    case = workloads.build(workload, tiny=True)
+    kernels = on_device(fake, case.kernels) if kernels_on == "device" else case.kernels
+    options = dict(case.options)
+    grid = make_grid(case.shape, options.pop("extent", None))
+    out = fake.empty(case.shape, dtype=np.float32)
+    fake.counts.reset()
+    plan = backend.make_plan(kernels, grid, dtype=np.dtype("float32"), **options)
+    backend.render(plan, out)
+    counts = fake.counts
+    assert counts.launches <= 8 and counts.syncs == 1, counts.events
+    assert counts.uploads == (1 if kernels_on == "host" else 0), counts.events
+    expected = gh.render(case.kernels, case.shape, backend="numpy", dtype="float64", **case.options)
+    assert np.abs(out.view(np.ndarray) - expected).max() <= allowed_error(expected, "float32")
+
+
+def test_counting_stand_in_counts_what_it_should(compilers):
+    counts = Counts()
+    fake = counting_cupy(compilers["ieee"], counts)
+    a = fake.asarray(np.arange(6.0))
+    b = a[1:4]  # a view: free
+    c = a * 2  # a kernel
+    d = fake.cumsum(a)
+    int(d[-1])  # a read by the host
+    c[0] = 1.0
+    assert (counts.uploads, counts.launches, counts.syncs) == (1, 3, 1)
+    assert isinstance(b, fake.ndarray)
+
+
+def test_backend_caches_one_kernel_per_device_and_variant(host_backends):
     backend, _ = host_backends["ieee"]
-    kernels = gh.Kernels(x=[3.0, 9.0], y=[4.0, 2.0], sigma_x=[1.0, 2.0])
+    kernels = gh.Kernels(x=[3.0, 9.0], y=[4.0, 2.0], sigma_x=[1.0, 2.0], theta=[0.0, 0.4])
     for dtype in ("float32", "float64", "float32"):
         host_render(host_backends, "ieee", kernels, (8, 12), dtype=dtype, normalize="count")
-    keys = {key for key in backend._kernels if key[1] == cuda_sources.RENDER_PIXEL}
-    assert keys == {(0, cuda_sources.RENDER_PIXEL, "float32"), (0, cuda_sources.RENDER_PIXEL, "float64")}
-    assert backend._kernels[(0, cuda_sources.COUNT_SUMS, None)].text[3] == "gaussheat_count_sums"
-    assert backend._kernels[(0, cuda_sources.RENDER_PIXEL, "float32")].text[3] == "gaussheat_render_pixel_float32"
+    keys = {key for key in backend.kernels._kernels if key[1] == cuda_sources.RENDER_TILES}
+    assert {(k[2], dict(k[3])["GH_EVAL64"]) for k in keys} >= {("float32", 0), ("float64", 1)}
+    for key, kernel in backend.kernels._kernels.items():
+        assert kernel.name == cuda_sources.kernel_name(key[1], key[2], dict(key[3]))
+    assert (0, cuda_sources.COUNT_LANES, None, ()) in backend.kernels._kernels
 
 
 def test_backend_on_host_with_no_kernel_in_the_image(host_backends):
@@ -560,6 +551,10 @@ def test_backend_on_host_with_no_kernel_in_the_image(host_backends):
     out[:] = 7.0
     host_render(host_backends, "ieee", kernels, (4, 5), dtype="float32", out=out, accumulate=True)
     assert (out == 7.0).all()
+    empty = gh.Kernels(x=np.zeros(0), y=np.zeros(0), sigma_x=1.0)
+    out[:] = 7.0
+    host_render(host_backends, "ieee", empty, (4, 5), dtype="float32", out=out)
+    assert not out.any()
 
 
 # -- availability and `gaussheat info`, with CUDA answering or not ---------------------------------
@@ -587,8 +582,8 @@ class FakeRuntime:
         return {"name": b"NVIDIA H100 80GB HBM3", "major": 9, "minor": 0}
 
 
-def backend_with_runtime(host_compilers, runtime, nvrtc_version=(13, 0)):
-    fake = fake_cupy(host_compilers["ieee"])
+def backend_with_runtime(compilers, runtime, nvrtc_version=(13, 0)):
+    fake = counting_cupy(compilers["ieee"])
 
     class Device:
         def __init__(self, index=0):
@@ -609,13 +604,13 @@ def backend_with_runtime(host_compilers, runtime, nvrtc_version=(13, 0)):
     nvrtc = types.SimpleNamespace(getVersion=get_version)
     fake.cuda = types.SimpleNamespace(Device=Device, runtime=runtime, nvrtc=nvrtc)
     fake.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 2**30)
-    return load_backend_on(fake), fake, nvrtc
+    return load_cupy_backend(fake), fake, nvrtc
 
 
 @pytest.mark.parametrize("case", ["usable", "no device", "no nvrtc"])
-def test_unavailable_reason_and_device_info(host_compilers, monkeypatch, case):
+def test_unavailable_reason_and_device_info(compilers, monkeypatch, case):
     runtime = FakeRuntime("cudaErrorNoDevice: no CUDA-capable device is detected" if case == "no device" else None)
-    backend, fake, nvrtc = backend_with_runtime(host_compilers, runtime, None if case == "no nvrtc" else (13, 0))
+    backend, fake, nvrtc = backend_with_runtime(compilers, runtime, None if case == "no nvrtc" else (13, 0))
     for name, module in (("cupy", fake), ("cupy.cuda", fake.cuda), ("cupy.cuda.nvrtc", nvrtc)):
         monkeypatch.setitem(sys.modules, name, module)
     reason, lines = backend.unavailable_reason(), backend.device_info()
@@ -633,8 +628,8 @@ def test_unavailable_reason_and_device_info(host_compilers, monkeypatch, case):
         assert "NVRTC: not loadable (libnvrtc.so.13: cannot open shared object file)" in lines
 
 
-def test_check_output_device(host_compilers):
-    backend, _, _ = backend_with_runtime(host_compilers, FakeRuntime())
+def test_check_output_device(compilers):
+    backend, _, _ = backend_with_runtime(compilers, FakeRuntime())
     backend.check_output_device(types.SimpleNamespace(device=types.SimpleNamespace(id=0)))
     with pytest.raises(ValueError, match="out is on CUDA device 1 but rendering runs on device 0"):
         backend.check_output_device(types.SimpleNamespace(device=types.SimpleNamespace(id=1)))

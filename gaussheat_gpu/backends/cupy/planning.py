@@ -131,6 +131,9 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
         _check_free_memory(n * (grid.height + grid.width) * dtype.itemsize, "the dense path's factors")
         path = "dense"
     elif n_entries:
+        if n_entries >= 2**31:
+            raise ValueError(f"the kernels' boxes meet {n_entries} tiles in all; the cupy backend takes at most "
+                             f"2**31 - 1: render in parts (extent=, or fewer kernels per call)")
         _check_free_memory(n_entries * ENTRY_BYTES + 8 * (grid.n_images * tile_rows * tile_cols + 1),
                            f"a tile list of {n_entries} entries")
         path = "tiles"
@@ -146,7 +149,7 @@ def bin_tiles(plan: DevicePlan):
 
     Returns
     -------
-    offsets : (n_tiles + 1,) int64 cupy array
+    offsets : (n_tiles + 1,) int32 cupy array
     kernel_ids : (n_entries,) int32 cupy array
     """
     n, total = plan.n_kernels, plan.n_entries
@@ -163,7 +166,7 @@ def bin_tiles(plan: DevicePlan):
         plan.params, keys, ids, plan.fast, plan.count_sums, size=n)
     order = cupy.argsort(keys)  # stable: kernels keep the caller's order within a tile
     kernel_ids = cupy.empty(total, dtype=cupy.int32)
-    offsets = cupy.empty(plan.n_tiles + 1, dtype=cupy.int64)
+    offsets = cupy.empty(plan.n_tiles + 1, dtype=cupy.int32)
     elementwise(cuda_sources.FINISH_BINS)(order, keys, ids, total, plan.n_tiles, kernel_ids, offsets, size=total)
     return offsets, kernel_ids
 
