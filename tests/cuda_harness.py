@@ -265,6 +265,27 @@ def sass_of(nvrtc, nvdisasm, source, arch, options=()):
             if re.search(r"/\*[0-9a-f]{4,}\*/", line) or re.match(r"\s*\.L_x_\d+:", line)]
 
 
+FP64_OPCODES = re.compile(r"\b(DADD|DMUL|DFMA|DSETP|DMNMX|F2F\.F64|F2F\.F32\.F64|I2F\.F64|F2I\.F64|MUFU\.\w+\.64)")
+
+
+def visit_loop(lines):
+    """The innermost loop of a SASS listing (instructions and ``.L_x_N:`` labels, as :func:`sass_of`
+    returns them): the instructions from the target of a backward branch to that branch."""
+    labels, instructions = {}, []
+    for line in lines:
+        label = re.match(r"\s*(\.L_x_\d+):", line)
+        if label:
+            labels[label.group(1)] = len(instructions)
+        else:
+            instructions.append(line)
+    loops = []
+    for index, line in enumerate(instructions):
+        target = re.search(r"\bBRA\b.*?(\.L_x_\d+)", line)
+        if target and labels[target.group(1)] < index:  # a branch to itself is the trap after EXIT
+            loops.append(instructions[labels[target.group(1)]:index + 1])
+    return min(loops, key=len) if loops else []
+
+
 # -- running operations on the host --------------------------------------------------------------
 
 HOST_FLAGS = {
@@ -467,8 +488,9 @@ class HostElementwiseKernel:
     ``i`` runs over the non-raw output's indices or ``size``.
     """
 
-    def __init__(self, compiler, counts, in_params, out_params, operation, name, preamble="", options=()):
+    def __init__(self, compiler, counts, skip, in_params, out_params, operation, name, preamble="", options=()):
         self.compiler, self.counts, self.name = compiler, counts, name
+        self.skip = name.startswith(skip) if skip else False
         self.in_params, self.out_params = parse_params(in_params), parse_params(out_params)
         self.text = (in_params, out_params, operation, name, preamble)
         self.options = tuple(options)
@@ -485,6 +507,8 @@ class HostElementwiseKernel:
         if block_size is not None:
             assert 1 <= block_size <= 1024
         self.counts.launch(f"kernel {self.name}")
+        if self.skip:
+            return outs[0] if len(outs) == 1 else outs
         source = module_source(*self.text[:4], self.text[4], out_ctype, host=True, index64=size >= 2**31)
         entry = getattr(self.compiler.library(source, self.options), f"host_{self.text[3]}")
         converted, guarded = [ctypes.c_ssize_t(size), ctypes.c_int(int(self.compiler.flush_to_zero))], []
@@ -505,8 +529,10 @@ class HostElementwiseKernel:
         return outs[0] if len(outs) == 1 else outs
 
 
-def counting_cupy(compiler, counts=None, free_bytes=60 * 2**30):
+def counting_cupy(compiler, counts=None, free_bytes=60 * 2**30, skip_kernels=()):
     """A module named ``cupy`` running on the host, counting launches and synchronisations.
+
+    ElementwiseKernels whose names start with one of ``skip_kernels`` are counted but not run.
 
     Module functions not defined here are NumPy's, each call counted as one launch with its array
     results as :class:`DeviceArray`; allocation (``empty``) is free, host-to-device copies
@@ -547,7 +573,7 @@ def counting_cupy(compiler, counts=None, free_bytes=60 * 2**30):
     module.empty, module.asarray, module.array, module.asnumpy = empty, asarray, asarray, asnumpy
     for name in ("float32", "float64", "int32", "int64", "bool_", "dtype", "iinfo", "finfo", "ndim", "shape"):
         setattr(module, name, getattr(np, name))
-    module.ElementwiseKernel = functools.partial(HostElementwiseKernel, compiler, counts)
+    module.ElementwiseKernel = functools.partial(HostElementwiseKernel, compiler, counts, tuple(skip_kernels))
     stable_argsort = launch_of("argsort")
     module.argsort = lambda a, axis=-1, kind=None: stable_argsort(a, axis=axis, kind="stable")  # CuPy's always is
 

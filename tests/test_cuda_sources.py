@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from cuda_harness import (
     C_TYPES,
+    FP64_OPCODES,
     CUPY_OPTIONS,
     NVRTC,
     Counts,
@@ -38,6 +39,7 @@ from cuda_harness import (
     render_variants,
     sass_of,
     variants,
+    visit_loop,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -208,28 +210,6 @@ def test_nvrtc_harness_fails_on_errors_and_warnings(nvrtc):
 
 
 # -- the render kernel's visit, in SASS ------------------------------------------------------------
-
-FP64_OPCODES = re.compile(r"\b(DADD|DMUL|DFMA|DSETP|DMNMX|F2F\.F64|F2F\.F32\.F64|I2F\.F64|F2I\.F64|DMUL|MUFU\.\w+\.64)")
-
-
-def visit_loop(lines):
-    """The innermost loop of a SASS listing (instructions and ``.L_x_N:`` labels): the instructions
-    from the target of a backward branch to that branch, for the shortest such loop."""
-    labels, instructions = {}, []
-    for line in lines:
-        label = re.match(r"\s*(\.L_x_\d+):", line)
-        if label:
-            labels[label.group(1)] = len(instructions)
-        else:
-            instructions.append(line)
-    loops = []
-    for index, line in enumerate(instructions):
-        target = re.search(r"\bBRA\b.*?(\.L_x_\d+)", line)
-        if target and labels[target.group(1)] <= index:
-            loops.append(instructions[labels[target.group(1)]:index + 1])
-    loops = [loop for loop in loops if len(loop) > 1]  # the trap loop after EXIT branches to itself
-    return min(loops, key=len) if loops else []
-
 
 @pytest.fixture(scope="module")
 def nvdisasm():

@@ -30,7 +30,7 @@ def cupy():
 
 @pytest.fixture(scope="module")
 def backend_module():
-    from gaussheat_gpu.backends import cupy_backend
+    from gaussheat_gpu.backends import cupy as cupy_backend
 
     return cupy_backend
 
@@ -107,22 +107,22 @@ def test_out_and_accumulate_with_a_device_array(cupy, case, dtype):
         assert np.abs(out.get().astype(np.float64) - expected).max() <= allowed_error(expected, dtype)
 
 
-def test_count_pre_pass_is_the_float64_sum_over_each_box(cupy, backend_module):
+def test_count_normalisers_are_the_float64_sums_over_each_box(cupy, backend_module):
     rng = np.random.default_rng(8)
     columns = random_columns(rng, 300, 60)
-    columns["theta"][::2] = 0.0  # separable and rotated kernels
+    columns["theta"][::2] = 0.0  # separable and rotated kernels (the count lanes pass)
     grid = make_grid((3, 50, 60))
     host_plan = make_plan(gh.Kernels(**columns), grid, normalize="count", truncate=2.5)
-    plan = make_plan(on_device(cupy, columns), grid, normalize="count", truncate=2.5, xp=cupy)
-    sums = cupy.empty(plan.n_kernels, dtype=cupy.float64)
-    backend_module._elementwise(cuda_sources.COUNT_SUMS)(plan.params.ravel(), plan.boxes.ravel(), sums)
+    plan = backend_module.make_plan(on_device(cupy, columns), grid, normalize="count", truncate=2.5)
+    backend_module.bin_tiles(plan)
+    sums = plan.count_sums.get()[host_plan.kernel_index]
     expected = []
     for p, box in zip(host_plan.params, host_plan.boxes, strict=True):
         u = np.arange(box[0], box[1] + 1) - p[planning.P_CX]
         w = (np.arange(box[2], box[3] + 1) - p[planning.P_CY])[:, None]
         q = p[planning.P_A] * u * u + 2 * p[planning.P_B] * u * w + p[planning.P_C] * w * w
         expected.append(np.exp(-0.5 * (q - p[planning.P_SHIFT_COL] - p[planning.P_SHIFT_ROW])).sum())
-    np.testing.assert_allclose(sums.get(), expected, rtol=1e-12)
+    np.testing.assert_allclose(sums, expected, rtol=1e-12)
 
 
 def test_large_map_of_many_kernels_matches_reference_on_a_window(cupy):
@@ -141,7 +141,7 @@ def test_large_map_of_many_kernels_matches_reference_on_a_window(cupy):
 
 @pytest.mark.parametrize("normalize", ["pdf", "count"])
 @pytest.mark.parametrize("truncate", [1.5, 3.0, None])
-def test_device_planning_matches_host_planning(cupy, normalize, truncate):
+def test_device_planning_matches_host_planning(cupy, backend_module, normalize, truncate):
     rng = np.random.default_rng(17)
     columns = random_columns(rng, 5000, 300)
     host = gh.Kernels(**columns)
@@ -149,16 +149,19 @@ def test_device_planning_matches_host_planning(cupy, normalize, truncate):
     assert device.xp is cupy and device.to(cupy) is device  # nothing to upload
     grid = make_grid((3, 280, 300), extent=(0, 299, 0, 279))
     host_plan = make_plan(host, grid, normalize=normalize, truncate=truncate)
-    device_plan = make_plan(device, grid, normalize=normalize, truncate=truncate, xp=cupy)
-    assert isinstance(device_plan.params, cupy.ndarray) and isinstance(device_plan.boxes, cupy.ndarray)
-    np.testing.assert_array_equal(cupy.asnumpy(device_plan.boxes), host_plan.boxes)
-    np.testing.assert_array_equal(cupy.asnumpy(device_plan.kernel_index), host_plan.kernel_index)
-    # Same float64 formulas; the device's cos/sin may differ from glibc's in the last ulps.
-    np.testing.assert_allclose(cupy.asnumpy(device_plan.params), host_plan.params, rtol=1e-12, atol=1e-300)
-    for tiles in ((cuda_sources.TILE_HEIGHT, cuda_sources.TILE_WIDTH), (16, 16), (64, 300)):
-        for device_part, host_part in zip(device_plan.bins(*tiles), host_plan.bins(*tiles), strict=True):
-            assert isinstance(device_part, cupy.ndarray)
-            np.testing.assert_array_equal(cupy.asnumpy(device_part), host_part)
+    for given in (host, device):
+        plan = backend_module.make_plan(given, grid, normalize=normalize, truncate=truncate)
+        ibox = plan.ibox.get()
+        kept = (ibox[:, 0] <= ibox[:, 1]) & (ibox[:, 2] <= ibox[:, 3])
+        np.testing.assert_array_equal(np.flatnonzero(kept), host_plan.kernel_index)
+        np.testing.assert_array_equal(ibox[kept, :planning.N_BOX], host_plan.boxes)
+        # Same float64 formulas; the device's cos/sin may differ from glibc's in the last ulps.
+        np.testing.assert_allclose(plan.params.get()[kept], host_plan.params, rtol=1e-12, atol=1e-300)
+        if plan.path == "tiles":
+            offsets, kernel_ids = backend_module.bin_tiles(plan)
+            host_offsets, host_ids = host_plan.bins(cuda_sources.TILE, cuda_sources.TILE)
+            np.testing.assert_array_equal(offsets.get(), host_offsets)
+            np.testing.assert_array_equal(kernel_ids.get(), host_plan.kernel_index[host_ids])
 
 
 # -- arrays on the device ----------------------------------------------------------------------
@@ -179,7 +182,7 @@ def test_render_on_a_second_device(cupy, backend_module):
     with cupy.cuda.Device(1):
         heat = gh.render(on_device(cupy, columns), (3, 128, 128), truncate=3)
         assert heat.device.id == 1
-        assert (1, cuda_sources.RENDER_PIXEL, "float32") in backend_module._kernels
+        assert any(key[0] == 1 and key[1] == cuda_sources.RENDER_TILES for key in backend_module._kernels)
     expected = reference(gh.Kernels(**columns), (3, 128, 128), truncate=3)
     assert float(abs(heat.get() - expected).max()) <= 1e-5 * expected.max()
 
@@ -191,15 +194,29 @@ def test_auto_backend_is_cupy_on_a_gpu_machine(cupy, backend_module):
     assert isinstance(heat, cupy.ndarray)
 
 
-def test_kernels_are_cached_per_device_and_dtype_with_variant_names(cupy, backend_module):
-    kernels = gh.Kernels(x=[3.0], y=[4.0], sigma_x=1.0)
+def test_kernels_are_cached_per_device_and_variant_with_variant_names(cupy, backend_module):
+    kernels = gh.Kernels(x=[3.0, 5.0], y=[4.0, 2.0], sigma_x=1.0, sigma_y=2.0, theta=[0.0, 0.5])
     for dtype in ("float32", "float64"):
         gh.render(kernels, (8, 8), backend="cupy", dtype=dtype, normalize="count")
     device = cupy.cuda.Device().id
+    names = {key: kernel.name for key, kernel in backend_module._kernels.items() if key[0] == device}
+    for (_, name, dtype, defines), kernel_name in names.items():
+        assert kernel_name == cuda_sources.kernel_name(name, dtype, dict(defines))
+    assert {"gaussheat_render_tiles_float32_c0_n3_e0", "gaussheat_render_tiles_float64_c0_n3_e1",
+            "gaussheat_count_lanes", "gaussheat_plan_kernels"} <= set(names.values())
+
+
+def test_dense_path_renders_w3_exactly(cupy, backend_module):
+    from gaussheat_gpu import workloads
+
+    case = workloads.build("W3", tiny=True)
+    kernels = case.kernels.to(cupy)
+    plan = backend_module.make_plan(kernels, make_grid(case.shape, case.options.get("extent")),
+                                    **{k: v for k, v in case.options.items() if k != "extent"})
+    assert plan.path == "dense"
     for dtype in ("float32", "float64"):
-        kernel = backend_module._kernels[(device, cuda_sources.RENDER_PIXEL, dtype)]
-        assert kernel.name == f"gaussheat_render_pixel_{dtype}"
-    assert backend_module._kernels[(device, cuda_sources.COUNT_SUMS, None)].name == "gaussheat_count_sums"
+        heat = gh.render(kernels, case.shape, backend="cupy", dtype=dtype, **case.options)
+        assert_matches(heat, reference(case.kernels, case.shape, **case.options), dtype)
 
 
 def test_cupy_backend_refuses_a_numpy_out(cupy):
