@@ -447,9 +447,11 @@ CHECK_IMAGE, CHECK_INTEGRAL_ROTATED, CHECK_POR = range(3)
 
 
 def _raise_for_bad_kernels(kernels, tables, grid, combine, normalize):
-    for check, k in ((CHECK_IMAGE, tables.first_bad_image), (CHECK_INTEGRAL_ROTATED, tables.first_rotated),
-                     (CHECK_POR, tables.first_bad_por)):
-        if k >= 0:
+    # The compiled pass may report kernels for checks the modes do not need: only the needed ones count.
+    for check, k, needed in ((CHECK_IMAGE, tables.first_bad_image, True),
+                             (CHECK_INTEGRAL_ROTATED, tables.first_rotated, normalize == "integral"),
+                             (CHECK_POR, tables.first_bad_por, combine == "por")):
+        if needed and k >= 0:
             raise_for_bad_kernel(kernels, grid, combine, normalize, check, k)
 
 
