@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import cuda_harness as harness  # noqa: E402
 from gaussheat_gpu import cuda_sources, workloads  # noqa: E402
-from gaussheat_gpu.planning import COMBINE_CODES, NORMALIZE_CODES, make_grid  # noqa: E402
+from gaussheat_gpu.planning import COMBINE_CODES, NORMALIZE_CODES  # noqa: E402
 
 WORKLOADS = ("W1", "W3", "W4x4", "W5", "W6", "G1-map")
 # Rendering every pixel of the largest maps on the host would take minutes and count nothing more:
@@ -50,17 +50,6 @@ def visit_counts(nvrtc, nvdisasm, defines, arch):
     ok, log, _ = nvrtc.compile(source, [f"--gpu-architecture={arch}", *harness.CUPY_OPTIONS, "-Xptxas", "-v"])
     registers = max(int(n) for n in re.findall(r"Used (\d+) registers", log))
     return len(loop), sum(1 for line in loop if harness.FP64_OPCODES.search(line)), registers
-
-
-def count_call(backend, fake, case, kernels):
-    """Counts of one float32 render of ``case`` with ``kernels`` (on the stand-in device or the host)."""
-    options = dict(case.options)
-    grid = make_grid(case.shape, options.pop("extent", None))
-    out = fake.empty(case.shape, dtype=np.float32)
-    fake.counts.reset()
-    plan = backend.make_plan(kernels, grid, dtype=np.dtype("float32"), **options)
-    backend.render(plan, out)
-    return plan, fake.counts
 
 
 def measure(arch="sm_90"):
@@ -79,12 +68,12 @@ def measure(arch="sm_90"):
         skip = () if pixels <= RUN_RENDER_UP_TO else ("gaussheat_render_tiles",)
         fake = harness.counting_cupy(compiler, skip_kernels=skip)
         backend = harness.load_cupy_backend(fake)
-        plan, counts = count_call(backend, fake, case, case.kernels.to(fake))
+        plan, counts, _ = harness.counted_render(backend, fake, case, case.kernels.to(fake))
         row = {"workload": workload, "shape": list(case.shape), "kernels": len(case.kernels), "path": plan.path,
                "launches": counts.launches, "host_syncs": counts.syncs,
                "launched": [what for kind, what in counts.events if kind == "launch"],
                "tile_entries": plan.n_entries if plan.path == "tiles" else 0}
-        _, host_counts = count_call(backend, fake, case, case.kernels)
+        _, host_counts, _ = harness.counted_render(backend, fake, case, case.kernels)
         row["uploads_from_host_kernels"] = host_counts.uploads
         if plan.path == "tiles":
             defines = cuda_sources.render_defines(COMBINE_CODES[plan.combine], NORMALIZE_CODES[plan.normalize],

@@ -619,3 +619,17 @@ def load_cupy_backend(fake):
         for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             del sys.modules[key]
     return package
+
+
+def counted_render(backend, fake, case, kernels):
+    """One float32 render of workload ``case`` (gaussheat_gpu.workloads) through ``backend`` loaded on
+    ``fake``, with ``kernels`` on the stand-in device or the host; returns (plan, counts, out)."""
+    from gaussheat_gpu.planning import make_grid
+
+    options = dict(case.options)
+    grid = make_grid(case.shape, options.pop("extent", None))
+    out = fake.empty(case.shape, dtype=np.float32)
+    fake.counts.reset()
+    plan = backend.make_plan(kernels, grid, dtype=np.dtype("float32"), **options)
+    backend.render(plan, out)
+    return plan, fake.counts, out

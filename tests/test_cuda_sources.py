@@ -24,11 +24,11 @@ import types
 import numpy as np
 import pytest
 from cuda_harness import (
-    C_TYPES,
     FP64_OPCODES,
     CUPY_OPTIONS,
     NVRTC,
     Counts,
+    counted_render,
     counting_cupy,
     find_nvdisasm,
     find_nvrtc,
@@ -36,7 +36,6 @@ from cuda_harness import (
     load_cupy_backend,
     operation_module,
     parse_params,
-    render_variants,
     sass_of,
     variants,
     visit_loop,
@@ -485,13 +484,7 @@ def test_a_call_stays_within_8_launches_and_1_host_sync(host_backends, workload,
     backend, fake = host_backends["ieee"]
     case = workloads.build(workload, tiny=True)
     kernels = on_device(fake, case.kernels) if kernels_on == "device" else case.kernels
-    options = dict(case.options)
-    grid = make_grid(case.shape, options.pop("extent", None))
-    out = fake.empty(case.shape, dtype=np.float32)
-    fake.counts.reset()
-    plan = backend.make_plan(kernels, grid, dtype=np.dtype("float32"), **options)
-    backend.render(plan, out)
-    counts = fake.counts
+    _, counts, out = counted_render(backend, fake, case, kernels)
     assert counts.launches <= 8 and counts.syncs == 1, counts.events
     assert counts.uploads == (1 if kernels_on == "host" else 0), counts.events
     expected = gh.render(case.kernels, case.shape, backend="numpy", dtype="float64", **case.options)
