@@ -149,8 +149,8 @@ def test_device_planning_matches_host_planning(cupy, backend_module, normalize, 
     assert device.xp is cupy and device.to(cupy) is device  # nothing to upload
     grid = make_grid((3, 280, 300), extent=(0, 299, 0, 279))
     host_plan = make_plan(host, grid, normalize=normalize, truncate=truncate)
-    for given in (host, device):
-        plan = backend_module.make_plan(given, grid, normalize=normalize, truncate=truncate)
+    for kernels in (host, device):
+        plan = backend_module.make_plan(kernels, grid, normalize=normalize, truncate=truncate)
         ibox = plan.ibox.get()
         kept = (ibox[:, 0] <= ibox[:, 1]) & (ibox[:, 2] <= ibox[:, 3])
         np.testing.assert_array_equal(np.flatnonzero(kept), host_plan.kernel_index)
