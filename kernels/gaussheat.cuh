@@ -333,6 +333,7 @@ GH_DEVICE void gh_bin_kernel(long long k, long long first, const int* ibox, long
                              int* keys, int* ids, const double* lanes, int count_mode, const double* params,
                              float* fast, double* count_sums) {
     const int* box = ibox + k * GH_N_IBOX;
+    if (box[GH_B_COL0] > box[GH_B_COL1] || box[GH_B_ROW0] > box[GH_B_ROW1]) return;
     if (count_mode && params[k * GH_N_PARAMS + GH_P_B] != 0.0) {
         double sum = 0.0;
         for (int lane = 0; lane < GH_COUNT_LANES; ++lane) sum += lanes[k * GH_COUNT_LANES + lane];
@@ -340,7 +341,6 @@ GH_DEVICE void gh_bin_kernel(long long k, long long first, const int* ibox, long
         const double* p = params + k * GH_N_PARAMS;
         fast[k * GH_N_FAST + GH_F_SCALE] = float(p[GH_P_SCALE] * exp(0.5 * (p[GH_P_SHIFT_COL] + p[GH_P_SHIFT_ROW])) / sum);
     }
-    if (box[GH_B_COL0] > box[GH_B_COL1] || box[GH_B_ROW0] > box[GH_B_ROW1]) return;
     long long entry = first;
     for (int tr = box[GH_B_ROW0] >> GH_TILE_SHIFT; tr <= box[GH_B_ROW1] >> GH_TILE_SHIFT; ++tr) {
         for (int tc = box[GH_B_COL0] >> GH_TILE_SHIFT; tc <= box[GH_B_COL1] >> GH_TILE_SHIFT; ++tc) {
