@@ -182,20 +182,42 @@ def bin_kernels(plan: Plan, tile_height: int, tile_width: int):
     if tile_height <= 0 or tile_width <= 0:
         raise ValueError(f"tile size must be positive, got {tile_height} x {tile_width}")
     n_tile_rows, n_tile_cols = plan.tile_counts(tile_height, tile_width)
-    n_tiles = plan.grid.n_images * n_tile_rows * n_tile_cols
     boxes = plan.boxes
-    tc0 = boxes[:, B_COL0] // tile_width
-    tc1 = boxes[:, B_COL1] // tile_width
-    tr0 = boxes[:, B_ROW0] // tile_height
-    tr1 = boxes[:, B_ROW1] // tile_height
+    return tile_lists(boxes[:, B_COL0] // tile_width, boxes[:, B_COL1] // tile_width,
+                      boxes[:, B_ROW0] // tile_height, boxes[:, B_ROW1] // tile_height, boxes[:, B_IMAGE],
+                      (plan.grid.n_images, n_tile_rows, n_tile_cols), xp)
+
+
+def tile_lists(tc0, tc1, tr0, tr1, image, tiles, xp=np):
+    """CSR list of kernels per tile from each kernel's inclusive tile ranges.
+
+    Parameters
+    ----------
+    tc0, tc1, tr0, tr1 : (M,) int64 arrays
+        First and last tile column and tile row each kernel meets (``tc0 <= tc1``, ``tr0 <= tr1``).
+    image : (M,) int64 array
+        Each kernel's tile-image index (0 <= image < ``tiles[0]``).
+    tiles : (int, int, int)
+        Tile images, tile rows and tile columns; tiles are ordered (image, tile row, tile column).
+    xp : module
+        Array namespace of the arrays.
+
+    Returns
+    -------
+    offsets, kernel_ids
+        As in :meth:`Plan.bins`: kernel rows in their given order within each tile.
+    """
+    n_images, n_tile_rows, n_tile_cols = tiles
+    n_tiles = n_images * n_tile_rows * n_tile_cols
+    n_kernels = int(tc0.shape[0])
     n_cols = tc1 - tc0 + 1
     per_kernel = (tr1 - tr0 + 1) * n_cols
-    total = int(per_kernel.sum()) if plan.n_kernels else 0
+    total = int(per_kernel.sum()) if n_kernels else 0
     if total == 0:
         return xp.zeros(n_tiles + 1, dtype=xp.int64), xp.zeros(0, dtype=xp.int64)
     ends = xp.cumsum(per_kernel)
     if xp is np:
-        kernel_ids = np.repeat(np.arange(plan.n_kernels, dtype=np.int64), per_kernel)
+        kernel_ids = np.repeat(np.arange(n_kernels, dtype=np.int64), per_kernel)
     else:  # CuPy's repeat takes no array of counts
         kernel_ids = xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right")
     starts = ends - per_kernel
@@ -203,10 +225,9 @@ def bin_kernels(plan: Plan, tile_height: int, tile_width: int):
     n_cols_k = n_cols[kernel_ids]
     tile_row = tr0[kernel_ids] + local // n_cols_k
     tile_col = tc0[kernel_ids] + local % n_cols_k
-    image = boxes[kernel_ids, B_IMAGE]
-    tile = (image * n_tile_rows + tile_row) * n_tile_cols + tile_col
+    tile = (image[kernel_ids] * n_tile_rows + tile_row) * n_tile_cols + tile_col
     if xp is not np:  # CuPy's argsort is not stable: make the key unique, kernel order within a tile
-        order = xp.argsort(tile * plan.n_kernels + kernel_ids)
+        order = xp.argsort(tile * n_kernels + kernel_ids)
     elif n_tiles <= 1 << 16:  # NumPy's stable sort is a radix sort on 16-bit keys: ~10x faster
         order = np.argsort(tile.astype(np.uint16), kind="stable")
     else:
@@ -521,3 +542,97 @@ def _first_index(mask, xp) -> int:
     return int(hits[0]) if hits.size else -1
 
 
+
+
+# -- rendering a large output window by window (gaussheat_gpu.dask) ------------------------------
+
+def fix_count_normaliser(plan: Plan, box_sums) -> Plan:
+    """A ``count`` plan whose normalisers are fixed, so that any window of it renders exactly.
+
+    A ``count`` kernel divides by the sum of ``g`` over its box; a window that clips the box must
+    still divide by the sum over the whole box, not over its part. This folds ``box_sums`` (each
+    kernel's float64 sum of ``g`` over its whole box) into ``SCALE`` and returns a ``peak`` plan that
+    keeps the shifts: every backend evaluates ``SCALE * exp(-(q - shifts)/2)`` for it, the same value.
+
+    Parameters
+    ----------
+    plan : Plan
+        A ``normalize="count"`` plan on the whole grid.
+    box_sums : (M,) float64 array
+        Each kernel's sum of ``g`` over its box (``numpy_backend.box_sums``).
+
+    Returns
+    -------
+    Plan
+        A new plan (``params`` copied); ``plan`` is left as it was.
+    """
+    if plan.normalize != "count":
+        raise ValueError(f"fix_count_normaliser needs a normalize='count' plan, got {plan.normalize!r}")
+    params = plan.params.copy()
+    params[:, P_SCALE] /= box_sums
+    return Plan(plan.grid, plan.combine, "peak", plan.dtype, plan.accumulate, params, plan.boxes,
+                plan.kernel_index, plan.axis_aligned, plan.xp)
+
+
+def window_plan(plan: Plan, window) -> Plan:
+    """The part of ``plan`` inside a window of its grid, as a plan on the window's own grid.
+
+    Every kernel keeps the coefficients and the support box decided on the whole grid (integer
+    box edges are clipped and shifted; centres move by whole pixels), so the window selects exactly
+    the pixels of the same region of a whole-grid render, with the same values. Planning the window
+    on its own with ``extent=`` would re-derive the boxes from rounded coordinates and could move a
+    box edge by a pixel.
+
+    Parameters
+    ----------
+    plan : Plan
+        A plan on the whole grid (any subset of its kernels); not ``count`` (a window cannot see
+        the whole box to normalise over: fix the normalisers first with
+        :func:`fix_count_normaliser`).
+    window : sequence of (start, stop)
+        Half-open index ranges, one per axis of ``plan.grid.shape``.
+
+    Returns
+    -------
+    Plan
+        On a grid of the window's shape whose first pixel centre is the window's first pixel;
+        only the kernels whose box meets the window.
+
+    Raises
+    ------
+    ValueError
+        A ``count`` plan, or a window that does not fit the grid.
+    """
+    grid, xp = plan.grid, plan.xp
+    if plan.normalize == "count":
+        raise ValueError("a window of a normalize='count' plan would normalise over the window: "
+                         "fix the normalisers first (fix_count_normaliser)")
+    window = tuple((int(a), int(b)) for a, b in window)
+    if len(window) != len(grid.shape) or any(not 0 <= a < b <= n for (a, b), n in zip(window, grid.shape)):
+        raise ValueError(f"window {window} does not fit the grid of shape {grid.shape}")
+    *leading, (row0, row1), (col0, col1) = window
+    boxes = plan.boxes
+    image = boxes[:, B_IMAGE]
+    keep = ((boxes[:, B_COL1] >= col0) & (boxes[:, B_COL0] < col1)
+            & (boxes[:, B_ROW1] >= row0) & (boxes[:, B_ROW0] < row1))
+    local_image = xp.zeros_like(image)
+    if leading:  # the window's images: a box of the leading axes, flattened in its own order
+        for index, (a, b), n in zip(xp.unravel_index(image, grid.shape[:-2]), leading, grid.shape[:-2]):
+            keep &= (index >= a) & (index < b)
+            local_image = local_image * (b - a) + (index - a)
+    rows = xp.nonzero(keep)[0]
+    boxes = boxes[rows]
+    new_boxes = xp.empty_like(boxes)
+    new_boxes[:, B_COL0] = xp.maximum(boxes[:, B_COL0], col0) - col0
+    new_boxes[:, B_COL1] = xp.minimum(boxes[:, B_COL1], col1 - 1) - col0
+    new_boxes[:, B_ROW0] = xp.maximum(boxes[:, B_ROW0], row0) - row0
+    new_boxes[:, B_ROW1] = xp.minimum(boxes[:, B_ROW1], row1 - 1) - row0
+    new_boxes[:, B_IMAGE] = local_image[rows]
+    params = plan.params[rows]  # a copy (fancy indexing)
+    params[:, P_CX] -= col0
+    params[:, P_CY] -= row0
+    shape = tuple(b - a for a, b in window)
+    window_grid = Grid(shape, math.prod(shape[:-2]), shape[-2], shape[-1],
+                       grid.x0 + col0 * grid.dx, grid.dx, grid.y0 + row0 * grid.dy, grid.dy)
+    return Plan(window_grid, plan.combine, plan.normalize, plan.dtype, plan.accumulate, params, new_boxes,
+                plan.kernel_index[rows], not bool(params[:, P_B].any()), xp)

@@ -104,6 +104,63 @@ def _render_window(plan, images, k):
         _combine_window(images[image, ra:rb, c0:c1 + 1], values, plan.combine)
 
 
+def box_sums(plan):
+    """Each kernel's float64 sum of ``g = exp(-(q - shifts)/2)`` over its whole box.
+
+    The ``count`` normaliser, for renders that see a kernel's box only in parts (window by window):
+    axis-aligned kernels as the product of their row and column sums, rotated ones pixel by pixel,
+    a bounded number of pixels per vectorised step.
+
+    Parameters
+    ----------
+    plan : gaussheat_gpu.planning.Plan
+        A host plan (NumPy arrays).
+
+    Returns
+    -------
+    (M,) float64 array
+    """
+    params, boxes = plan.params, plan.boxes
+    widths = boxes[:, B_COL1] - boxes[:, B_COL0] + 1
+    heights = boxes[:, B_ROW1] - boxes[:, B_ROW0] + 1
+    sums = np.zeros(plan.n_kernels)
+    aligned = params[:, P_B] == 0.0
+    ks = np.flatnonzero(aligned)  # one run per kernel: its columns, then its rows
+    col_sums, row_sums = np.zeros(ks.size), np.zeros(ks.size)
+    for lo, owner, offset in _ragged_steps(widths[ks] + heights[ks]):
+        k = ks[owner]
+        p = params[k]
+        column = offset < widths[k]
+        u = np.where(column, boxes[k, B_COL0] + offset - p[:, P_CX], 0.0)
+        w = np.where(column, 0.0, boxes[k, B_ROW0] + offset - widths[k] - p[:, P_CY])
+        fx, fy = _separable_factors(p, u, w, "count")
+        n = int(owner[-1]) - lo + 1
+        col_sums[lo:lo + n] += np.bincount(owner - lo, weights=np.where(column, fx, 0.0), minlength=n)
+        row_sums[lo:lo + n] += np.bincount(owner - lo, weights=np.where(column, 0.0, fy), minlength=n)
+    sums[ks] = col_sums * row_sums
+    ks = np.flatnonzero(~aligned)
+    for lo, owner, offset in _ragged_steps(widths[ks] * heights[ks]):
+        k = ks[owner]
+        p = params[k]
+        u = boxes[k, B_COL0] + offset % widths[k] - p[:, P_CX]
+        w = boxes[k, B_ROW0] + offset // widths[k] - p[:, P_CY]
+        n = int(owner[-1]) - lo + 1
+        sums[ks[lo:lo + n]] += np.bincount(owner - lo, weights=_full_values(p, u, w), minlength=n)
+    return sums
+
+
+def _ragged_steps(lengths):
+    """The elements of consecutive runs (run ``i`` has ``lengths[i]``), a quarter of CHUNK_ELEMENTS at a time: yields
+    ``(first run, run of each element, offset of each element in its run)``; a long run spans steps."""
+    ends = np.cumsum(lengths)
+    total = int(ends[-1]) if ends.size else 0
+    budget = CHUNK_ELEMENTS // 4
+    for start in range(0, total, budget):
+        element = np.arange(start, min(start + budget, total))
+        owner = np.searchsorted(ends, element, side="right")
+        yield int(owner[0]), owner, element - (ends - lengths)[owner]
+
+
 def _combine_window(window, values, combine):
     if combine == "sum":
         window += values

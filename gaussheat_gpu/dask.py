@@ -1,0 +1,266 @@
+"""Chunked rendering on Dask: maps larger than memory, kernel sets larger than one host, Zarr output.
+
+``render`` returns a lazy ``dask.array.Array`` equal to :func:`gaussheat_gpu.render` of the same
+arguments. The kernels are planned once on the whole grid (validation, coefficients, support boxes,
+exactly as an in-memory call) and binned by their boxes into the output's chunks, so each chunk's
+task carries only the kernels whose support meets that chunk. A chunk is then rendered as a
+window of that plan (:func:`gaussheat_gpu.planning.window_plan`): the boxes stay the ones decided
+on the whole grid, so seams select exactly the pixels an in-memory render selects.
+``normalize="count"`` divides each kernel by its sum over its whole box, found once when the
+kernel is planned (never by the sum over the part a chunk sees).
+
+Kernels may be a :class:`~gaussheat_gpu.Kernels` (or anything ``render`` takes), or a Dask
+collection: a mapping of column names to 1-D Dask arrays (scalars broadcast), or a Dask DataFrame.
+Those are planned partition by partition on the workers and stay there; only which chunks each
+partition meets (a few integers per partition) comes back to the caller.
+
+``to_zarr`` writes such a render to a Zarr store chunk by chunk, with a progress bar; a chunk is
+marked done only after it is written, so an interrupted run leaves every completed chunk valid
+and a second call with the same arguments renders only the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+import sys
+import threading
+import time
+from collections.abc import Mapping
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import is_dask_collection, tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from . import backends
+from .api import _resolve_dtype
+from .backends.numpy_backend import box_sums
+from .kernel_set import Kernels
+from .planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, P_B, Plan, fix_count_normaliser,
+                       make_grid, make_plan, tile_lists, window_plan)
+
+__all__ = ["render", "to_zarr"]
+
+# Numba's parallel kernels already use every core of a process; chunks of one process take turns
+# (and Numba's default "workqueue" threading layer must not be entered from two threads at once).
+_NUMBA_LOCK = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """What every chunk task needs besides its kernels."""
+
+    grid: object  # planning.Grid of the whole output
+    combine: str
+    normalize: str  # as planned: "count" is rendered as "peak" with fixed normalisers
+    dtype: np.dtype
+    backend: str
+    bounds: tuple  # per axis, the chunk edges (0, ..., size)
+
+    @property
+    def numblocks(self):
+        return tuple(len(edges) - 1 for edges in self.bounds)
+
+    def window(self, block):
+        """Half-open index ranges of chunk ``block`` (flat index), one per axis."""
+        index = np.unravel_index(block, self.numblocks)
+        return tuple((int(edges[i]), int(edges[i + 1])) for edges, i in zip(self.bounds, index))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+    """Plan rows (whole-grid coefficients and boxes) of some kernels."""
+
+    params: np.ndarray
+    boxes: np.ndarray
+
+
+def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4.0, extent=None,
+           dtype=None, backend="auto"):
+    """Render a heatmap as a lazy Dask array, chunk by chunk.
+
+    Parameters
+    ----------
+    kernels : Kernels, mapping / DataFrame of columns, or a Dask collection
+        As :func:`gaussheat_gpu.render` takes them, or a mapping of column names to 1-D Dask arrays
+        (and scalars), or a Dask DataFrame: these are planned on the workers, partition by
+        partition, and never gathered onto one machine.
+    shape : tuple of int
+        ``(H, W)`` or ``(..., H, W)``.
+    chunks : int, tuple or str
+        Chunks of the output, as ``dask.array`` takes them (e.g. ``4096`` or ``(1, 2048, 2048)``).
+    combine, normalize, truncate, extent, dtype
+        As in :func:`gaussheat_gpu.render`.
+    backend : {"auto", "cupy", "numba", "numpy"}
+        Backend of every chunk, resolved here (``"auto"``: the best one that runs on this machine,
+        or ``GAUSSHEAT_BACKEND``); ``cupy`` gives CuPy chunks.
+
+    Returns
+    -------
+    dask.array.Array
+        Of ``shape`` and ``dtype``; every chunk equals the same slice of an in-memory render.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad arguments or (host kernels) bad kernels, as :func:`gaussheat_gpu.render` raises them.
+        Bad kernels in a Dask collection raise when the chunks are computed, naming the partition.
+    gaussheat_gpu.BackendUnavailable
+        The backend cannot run here.
+
+    Examples
+    --------
+    >>> import gaussheat_gpu as gh
+    >>> import gaussheat_gpu.dask as ghd
+    >>> k = gh.Kernels(x=[256, 260], y=[256, 250], sigma_x=[20, 40], sigma_y=[20, 80])
+    >>> heat = ghd.render(k, (512, 512), chunks=256, combine="por", backend="numpy")
+    >>> heat.chunks
+    ((256, 256), (256, 256))
+    >>> float(abs(heat.compute() - gh.render(k, (512, 512), combine="por", backend="numpy")).max())
+    0.0
+    """
+    spec, meta = _make_spec(shape, chunks, combine, normalize, extent, dtype, backend)
+    options = dict(combine=combine, normalize=normalize, truncate=truncate)
+    make_plan(Kernels([], [], 1.0), spec.grid, **options)  # bad modes or truncate raise here, not in a task
+    name = "gaussheat-render-" + tokenize(_token_of(kernels), spec, options)
+    if _is_collection(kernels):
+        pieces, graph, dependencies = _collection_pieces(kernels, spec, options, name)
+    else:
+        pieces, graph, dependencies = _host_pieces(kernels, spec, options), {}, []
+    graph |= {(name, *np.unravel_index(block, spec.numblocks)): (_render_block, pieces.get(block, []), block, spec)
+             for block in range(math.prod(spec.numblocks))}
+    chunk_sizes = tuple(tuple(int(n) for n in np.diff(edges)) for edges in spec.bounds)
+    return da.Array(HighLevelGraph.from_collections(name, graph, dependencies=dependencies), name, chunk_sizes,
+                    meta=meta)
+
+
+def _make_spec(shape, chunks, combine, normalize, extent, dtype, backend):
+    grid = make_grid(shape, extent)
+    dtype = _resolve_dtype(dtype, None)
+    module = backends.get(backend)
+    name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+    block_chunks = da.core.normalize_chunks(chunks, grid.shape, dtype=dtype)
+    bounds = tuple(np.concatenate(([0], np.cumsum(c))).astype(np.int64) for c in block_chunks)
+    planned = "peak" if normalize == "count" else normalize
+    spec = _Spec(grid, combine, planned, dtype, name, bounds)
+    return spec, module.xp.empty((0,) * len(grid.shape), dtype=dtype)
+
+
+def _is_collection(kernels):
+    if is_dask_collection(kernels):
+        return True
+    return isinstance(kernels, Mapping) and any(is_dask_collection(v) for v in kernels.values())
+
+
+def _token_of(kernels):
+    if isinstance(kernels, Kernels):
+        return kernels.to(np).as_dict()
+    return kernels
+
+
+# -- planning and binning -----------------------------------------------------------------------
+
+def _plan_piece(kernels, spec, options, where=""):
+    """The whole-grid plan rows of ``kernels``, with fixed ``count`` normalisers."""
+    if not isinstance(kernels, Kernels):
+        kernels = Kernels.from_columns(kernels)
+    try:
+        plan = make_plan(kernels.to(np), spec.grid, dtype=spec.dtype, **options)
+    except (ValueError, TypeError) as exc:
+        if not where:
+            raise
+        raise type(exc)(f"{where}: {exc}") from None
+    if plan.normalize == "count":
+        plan = fix_count_normaliser(plan, box_sums(plan))
+    return _Piece(plan.params, plan.boxes)
+
+
+def _split(piece, spec):
+    """``{chunk (flat index): _Piece}`` of the chunks that ``piece``'s kernels meet, kernels in order."""
+    boxes = piece.boxes
+    *leading, rows, cols = spec.bounds
+
+    def first_chunk(edges, index):
+        return np.searchsorted(edges, index, side="right") - 1
+
+    image_chunk = np.zeros(boxes.shape[0], dtype=np.int64)
+    if leading:
+        for index, edges in zip(np.unravel_index(boxes[:, B_IMAGE], spec.grid.shape[:-2]), leading):
+            image_chunk = image_chunk * (len(edges) - 1) + first_chunk(edges, index)
+    offsets, ids = tile_lists(first_chunk(cols, boxes[:, B_COL0]), first_chunk(cols, boxes[:, B_COL1]),
+                              first_chunk(rows, boxes[:, B_ROW0]), first_chunk(rows, boxes[:, B_ROW1]),
+                              image_chunk, (math.prod(spec.numblocks[:-2]), len(rows) - 1, len(cols) - 1))
+    return {int(block): _Piece(piece.params[ids[offsets[block]:offsets[block + 1]]],
+                               boxes[ids[offsets[block]:offsets[block + 1]]])
+            for block in np.flatnonzero(np.diff(offsets))}
+
+
+def _host_pieces(kernels, spec, options):
+    if not isinstance(kernels, Kernels):
+        if not (isinstance(kernels, Mapping) or hasattr(kernels, "columns")):
+            raise TypeError(f"kernels must be a gaussheat_gpu.Kernels, a mapping of columns or a Dask collection, "
+                            f"got {type(kernels).__name__}")
+        kernels = Kernels.from_columns(kernels)
+    return {block: [piece] for block, piece in _split(_plan_piece(kernels, spec, options), spec).items()}
+
+
+def _collection_partitions(kernels):
+    """``(columns, description)`` per partition: delayed column mappings (or DataFrames)."""
+    if not isinstance(kernels, Mapping):  # a Dask DataFrame (or another collection of rows)
+        if not hasattr(kernels, "columns") or not hasattr(kernels, "to_delayed"):
+            raise TypeError(f"kernels: a Dask collection must be a DataFrame or a mapping of 1-D Dask arrays, "
+                            f"got {type(kernels).__name__}")
+        return [(part, f"kernel partition {i}") for i, part in enumerate(kernels.to_delayed())]
+    arrays = {name: v for name, v in kernels.items() if is_dask_collection(v)}
+    first_name, first = next(iter(arrays.items()))
+    for name, values in arrays.items():
+        if not isinstance(values, da.Array) or values.ndim != 1:
+            raise TypeError(f"kernels column {name!r} must be a 1-D dask.array.Array, got {values!r}")
+        if values.shape != first.shape:
+            raise ValueError(f"kernels columns have mismatched lengths ({first_name}: {first.shape[0]}, "
+                             f"{name}: {values.shape[0]})")
+    split = {name: v.rechunk(first.chunks).to_delayed().ravel() for name, v in arrays.items()}
+    starts = np.concatenate(([0], np.cumsum(first.chunks[0])))
+    return [({name: split[name][i] if name in split else v for name, v in kernels.items()},
+             f"kernels {starts[i]} to {starts[i + 1] - 1} (partition {i})") for i in range(len(starts) - 1)]
+
+
+def _collection_pieces(kernels, spec, options, name):
+    """Plan and bin every partition on the workers (kept there); only the chunks each meets come back."""
+    splits = [dask.delayed(_split)(dask.delayed(_plan_piece)(columns, spec, options, where), spec)
+              for columns, where in _collection_partitions(kernels)]
+    splits = dask.persist(*splits)
+    met = dask.compute(*[dask.delayed(sorted)(s) for s in splits])  # dict keys: the chunks met
+    pieces, getters = {}, {}
+    for p, (split, blocks) in enumerate(zip(splits, met)):
+        for block in blocks:
+            key = (name.replace("render", "piece", 1), p, block)
+            getters[key] = (operator.getitem, split.key, block)
+            pieces.setdefault(block, []).append(key)
+    return pieces, getters, list(splits)
+
+
+# -- chunk tasks ---------------------------------------------------------------------------------
+
+def _render_block(pieces, block, spec):
+    """Render chunk ``block`` from the whole-grid plan rows of the kernels that meet it."""
+    module = backends.get(spec.backend)
+    params = np.concatenate([p.params for p in pieces]) if pieces else np.empty((0, N_PARAMS))
+    boxes = np.concatenate([p.boxes for p in pieces]) if pieces else np.empty((0, N_BOX), dtype=np.int64)
+    plan = Plan(spec.grid, spec.combine, spec.normalize, spec.dtype, False, params, boxes,
+                np.arange(params.shape[0]), not bool(params[:, P_B].any()), np)
+    plan = window_plan(plan, spec.window(block))
+    xp = module.xp
+    if xp is not np:
+        plan = dataclasses.replace(plan, params=xp.asarray(plan.params), boxes=xp.asarray(plan.boxes),
+                                   kernel_index=xp.asarray(plan.kernel_index), xp=xp, _bins_cache={})
+    out = xp.empty(plan.grid.shape, dtype=spec.dtype)
+    if spec.backend == "numba":
+        with _NUMBA_LOCK:
+            module.render(plan, out)
+    else:
+        module.render(plan, out)
+    return out
