@@ -165,9 +165,9 @@ def _token_of(kernels):
 
 def _plan_piece(kernels, spec, options, where=""):
     """The whole-grid plan rows of ``kernels``, with fixed ``count`` normalisers."""
-    if not isinstance(kernels, Kernels):
-        kernels = Kernels.from_columns(kernels)
     try:
+        if not isinstance(kernels, Kernels):
+            kernels = Kernels.from_columns(kernels)
         plan = make_plan(kernels.to(np), spec.grid, dtype=spec.dtype, **options)
     except (ValueError, TypeError) as exc:
         if not where:
@@ -264,3 +264,157 @@ def _render_block(pieces, block, spec):
     else:
         module.render(plan, out)
     return out
+
+
+# -- Zarr output -----------------------------------------------------------------------------------
+
+ZARR_ARRAY = "heatmap"  # the map, in the store's root group
+ZARR_DONE = "chunks_done"  # one bool per chunk, set once the chunk is written
+ZARR_RENDER_ATTR = "gaussheat_render"  # identifies the render a store holds (for resuming)
+
+
+def to_zarr(kernels, shape, store, *, chunks, progress=True, overwrite=False, **options):
+    """Render into a Zarr store chunk by chunk, never holding the whole map; resumable.
+
+    Each chunk is rendered, written, then marked done in the store (Zarr's local store writes each
+    chunk file whole, under a temporary name first). An interrupted run leaves every chunk marked
+    done valid; calling ``to_zarr`` again with the same arguments renders only the chunks not yet
+    done. Tasks run on the current Dask scheduler (a ``distributed.Client`` when one is active: its
+    workers must reach ``store``).
+
+    Parameters
+    ----------
+    kernels, shape, chunks
+        As in :func:`render`; the chunks must be regular (all equal but the last along each axis),
+        and become the Zarr chunks.
+    store : str, pathlib.Path or zarr store
+        Where to write: a Zarr (v3) group holding the array ``heatmap`` and the per-chunk flags
+        ``chunks_done``.
+    progress : bool or file, default True
+        Print a progress bar to stderr (or to the given file); False for none.
+    overwrite : bool, default False
+        Replace a store that holds a different render instead of refusing it.
+    **options
+        ``combine``, ``normalize``, ``truncate``, ``extent``, ``dtype``, ``backend`` as in :func:`render`.
+
+    Returns
+    -------
+    zarr.Array
+        The ``heatmap`` array of the store.
+
+    Raises
+    ------
+    ValueError
+        Irregular chunks, or a store holding a different render (without ``overwrite``).
+
+    Examples
+    --------
+    >>> import tempfile, zarr, gaussheat_gpu as gh, gaussheat_gpu.dask as ghd
+    >>> k = gh.Kernels(x=[100, 300], y=[200, 250], sigma_x=[20, 40])
+    >>> path = tempfile.mkdtemp() + "/map.zarr"
+    >>> z = ghd.to_zarr(k, (512, 512), path, chunks=256, progress=False, backend="numpy")
+    >>> z.shape, z.chunks
+    ((512, 512), (256, 256))
+    """
+    import zarr
+
+    heat = render(kernels, shape, chunks=chunks, **options)
+    chunk_shape = tuple(c[0] for c in heat.chunks)
+    for axis, sizes in enumerate(heat.chunks):
+        if any(n != sizes[0] for n in sizes[:-1]) or sizes[-1] > sizes[0]:
+            raise ValueError(f"chunks must be regular for Zarr (all equal but a smaller last one), "
+                             f"got {sizes} along axis {axis}")
+    root = zarr.open_group(store, mode="a")
+    if root.attrs.get(ZARR_RENDER_ATTR) != heat.name:
+        if ZARR_RENDER_ATTR in root.attrs and not overwrite:
+            raise ValueError(f"store {store!s} holds a different render ({root.attrs[ZARR_RENDER_ATTR]}); "
+                             f"pass overwrite=True to replace it, or write elsewhere")
+        root.create_array(ZARR_ARRAY, shape=heat.shape, chunks=chunk_shape, dtype=heat.dtype, fill_value=0,
+                          overwrite=True)
+        root.create_array(ZARR_DONE, shape=heat.numblocks, chunks=(1,) * heat.ndim, dtype=bool, fill_value=False,
+                          overwrite=True)
+        root.attrs.update({ZARR_RENDER_ATTR: heat.name, "shape": list(heat.shape), "chunks": list(chunk_shape),
+                           "options": {k: v for k, v in options.items() if k != "backend"}})
+    target, done = root[ZARR_ARRAY], root[ZARR_DONE]
+    todo = [block for block in np.ndindex(*heat.numblocks) if not done[block]]
+    name = heat.name.replace("render", "write", 1)
+    keys = [(name, *block) for block in todo]
+    graph = {(name, *block): (_write_block, (heat.name, *block), target, done, block,
+                              tuple(slice(i * n, i * n + sizes[i]) for i, n, sizes in zip(block, chunk_shape, heat.chunks)))
+             for block in todo}
+    pixels = {(name, *block): math.prod(sizes[i] for i, sizes in zip(block, heat.chunks)) for block in todo}
+    _run_with_progress(HighLevelGraph.from_collections(name, graph, dependencies=[heat]), keys, pixels, progress,
+                       str(store))
+    return target
+
+
+def _write_block(block, target, done, index, region):
+    """Write one rendered chunk, then mark it done."""
+    if not isinstance(block, np.ndarray):  # CuPy chunks
+        block = block.get()
+    target[region] = block
+    done[index] = True
+    return True
+
+
+def _run_with_progress(graph, keys, pixels, progress, label):
+    """Compute ``keys`` of ``graph`` on the current scheduler, ticking a progress bar per key
+    (``pixels``: each key's pixel count)."""
+    bar = _Progress(pixels, label, sys.stderr if progress is True else progress or None)
+    if not keys:
+        bar.close()
+        return
+    get = dask.base.get_scheduler() or dask.threaded.get
+    client = getattr(get, "__self__", None)
+    graph = dict(graph)
+    if client is not None and hasattr(client, "get") and hasattr(client, "gather"):  # distributed
+        from distributed import as_completed
+
+        futures = client.get(graph, keys, sync=False)
+        for future in as_completed(futures):
+            future.result()
+            bar.tick(future.key)
+    else:
+        def posttask(key, result, dsk, state, worker_id):
+            if key in pixels:
+                bar.tick(key)
+
+        with dask.callbacks.Callback(posttask=posttask):
+            get(graph, keys)
+    bar.close()
+
+
+class _Progress:
+    """A one-line progress bar: chunks and pixels written, pixels per second, time left."""
+
+    def __init__(self, pixels, label, file):
+        self.pixels, self.label, self.file = pixels, label, file
+        self.done = self.done_pixels = 0
+        self.start = self.shown = time.perf_counter()
+
+    def tick(self, key):
+        self.done += 1
+        self.done_pixels += self.pixels[key]
+        now = time.perf_counter()
+        if now - self.shown >= 0.2 and self.done < len(self.pixels):  # close() shows the last state
+            self.shown = now
+            self._show(now)
+
+    def _show(self, now, end=""):
+        if self.file is None:
+            return
+        total = len(self.pixels)
+        rate = self.done_pixels / max(now - self.start, 1e-9)
+        left = (sum(self.pixels.values()) - self.done_pixels) / rate if rate else float("inf")
+        width = 30
+        filled = width * self.done // max(total, 1)
+        self.file.write(f"\r{self.label}: [{'#' * filled}{'.' * (width - filled)}] {self.done}/{total} chunks, "
+                        f"{rate / 1e6:.1f} Mpixel/s, {left:.0f} s left{end}")
+        self.file.flush()
+
+    def close(self):
+        if not self.pixels:
+            if self.file is not None:
+                self.file.write(f"{self.label}: every chunk was already written\n")
+            return
+        self._show(time.perf_counter(), end="\n")
