@@ -18,6 +18,7 @@ from gaussheat_gpu.backends import numpy_backend
 from naive import naive_support_mask
 from strategies import allowed_error, kernel_dicts, render_cases
 
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 ghd = pytest.importorskip("gaussheat_gpu.dask")
 zarr = pytest.importorskip("zarr")
@@ -280,7 +281,7 @@ def test_interrupted_zarr_write_keeps_completed_chunks_and_resumes(tmp_path, mon
         return real(pieces, block, spec)
 
     monkeypatch.setattr(ghd, "_render_block", failing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), dask.config.set(scheduler="sync"):  # no chunk still in flight after
         ghd.to_zarr(kernels, shape, path, chunks=chunks, progress=False, **options)
     root = zarr.open_group(path, mode="r")
     done = root["chunks_done"][...]
