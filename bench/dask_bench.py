@@ -1,0 +1,203 @@
+"""D1 (DESIGN.md section 5): chunked rendering on Dask and to Zarr, against the in-memory call.
+
+The map is G1's large map (``workloads.g1_large_map``: 16384 x 16384, 1,000,000 kernels, sigma
+1-8, sum of pdfs, t=3). Each case runs in a new Python process, so its peak resident memory is
+its own:
+
+* ``in-memory``: one ``gaussheat_gpu.render`` call on the Numba backend (all cores);
+* ``dask-1`` / ``dask-2``: ``gaussheat_gpu.dask.render`` on a ``distributed.LocalCluster`` of one
+  worker (one task at a time, Numba on all cores) or two workers (one core each: Numba on one
+  thread), every pixel consumed on the workers by a float64 sum (checked against the in-memory
+  map's); the peak resident memory of each worker process;
+* ``dask-2-gather``: the same two workers, the whole map gathered into the caller;
+* ``zarr``: ``gaussheat_gpu.dask.to_zarr`` of a 32768 x 32768 map (4 GiB of float32, 4,000,000
+  kernels: the same density) on the threaded scheduler, with its pixels per second and peak memory.
+
+Usage::
+
+    python bench/dask_bench.py [--tiny] [--out-dir DIR] [--cases in-memory,dask-1,...]
+
+Writes ``<out-dir>/d1-<machine>-<date>.{json,md}`` (default bench/results) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CASES = ("in-memory", "dask-1", "dask-2", "dask-2-gather", "zarr")
+SIZES = {False: dict(size=16384, n_kernels=1_000_000, chunks=2048, zarr_size=32768, zarr_kernels=4_000_000,
+                     zarr_chunks=4096),
+         True: dict(size=1024, n_kernels=4000, chunks=256, zarr_size=2048, zarr_kernels=16000, zarr_chunks=512)}
+
+
+def _peak_rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _warm_numba():
+    import gaussheat_gpu as gh
+
+    gh.render(gh.Kernels([3.0, 5.0], [4.0, 2.0], [1.0, 2.0]), (300, 300), backend="numba", truncate=3.0)
+    return _peak_rss()
+
+
+def _workload(size, n_kernels):
+    from gaussheat_gpu import workloads
+
+    return workloads.g1_large_map(size=size, n_kernels=n_kernels)
+
+
+def run_case(case, tiny):
+    """Run one case in this process; return its measurements as a dict."""
+    import numpy as np
+
+    import gaussheat_gpu as gh
+    import gaussheat_gpu.dask as ghd
+
+    sizes = SIZES[tiny]
+    if case == "zarr":
+        work = _workload(sizes["zarr_size"], sizes["zarr_kernels"])
+        _warm_numba()
+        where = Path(tempfile.mkdtemp(prefix="gaussheat-d1-", dir=os.environ.get("GAUSSHEAT_BENCH_TMP")))
+        try:
+            start = time.perf_counter()
+            z = ghd.to_zarr(work.kernels, work.shape, where / "map.zarr", chunks=sizes["zarr_chunks"],
+                            backend="numba", **work.options)
+            seconds = time.perf_counter() - start
+            stored = sum(f.stat().st_size for f in (where / "map.zarr").rglob("*") if f.is_file())
+            corner = np.asarray(z[:sizes["zarr_chunks"] // 2, :sizes["zarr_chunks"] // 2])
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
+        pixels = work.shape[0] * work.shape[1]
+        return dict(case=case, shape=list(work.shape), kernels=len(work.kernels), chunks=sizes["zarr_chunks"],
+                    seconds=seconds, pixels_per_s=pixels / seconds, output_bytes=pixels * 4, stored_bytes=stored,
+                    peak_rss=_peak_rss(), corner_max=float(corner.max()))
+
+    work = _workload(sizes["size"], sizes["n_kernels"])
+    result = dict(case=case, shape=list(work.shape), kernels=len(work.kernels), chunks=sizes["chunks"])
+    if case == "in-memory":
+        _warm_numba()
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            heat = gh.render(work.kernels, work.shape, backend="numba", **work.options)
+            times.append(time.perf_counter() - start)
+            checksum = float(heat.sum(dtype=np.float64))
+            del heat
+        return dict(result, seconds=min(times), all_seconds=times, checksum=checksum, peak_rss=_peak_rss())
+
+    import distributed
+
+    n_workers = 2 if case.startswith("dask-2") else 1
+    with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, worker_dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        warm_rss = client.run(_warm_numba)
+        times, graph_times = [], []
+        for _ in range(2):
+            start = time.perf_counter()
+            heat = ghd.render(work.kernels, work.shape, chunks=sizes["chunks"], backend="numba", **work.options)
+            built = time.perf_counter()
+            if case.endswith("gather"):
+                full = heat.compute()
+                checksum = float(full.sum(dtype=np.float64))
+                del full
+            else:
+                checksum = float(heat.sum(dtype=np.float64).compute())
+            times.append(time.perf_counter() - start)
+            graph_times.append(built - start)
+        peaks = client.run(_peak_rss)
+    return dict(result, seconds=min(times), all_seconds=times, graph_seconds=min(graph_times), checksum=checksum,
+                workers=n_workers, worker_rss_after_warmup=sorted(warm_rss.values()),
+                worker_peak_rss=sorted(peaks.values()), peak_rss=_peak_rss())
+
+
+def run_in_new_process(case, tiny):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if case.startswith("dask-2"):
+        env["NUMBA_NUM_THREADS"] = "1"  # two single-core workers on two cores
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-case", case] + (["--tiny"] if tiny else [])
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"case {case} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _gib(n):
+    return f"{n / 2**30:.2f} GiB"
+
+
+def table(results, machine, tiny):
+    """The D1 rows as Markdown."""
+    by_case = {r["case"]: r for r in results}
+    base = by_case.get("in-memory")
+    lines = [f"# D1: Dask and Zarr, {datetime.date.today()}{' (tiny sizes)' if tiny else ''}", "",
+             f"Machine: `{machine}`, {os.cpu_count()} cores. Command: `python bench/dask_bench.py"
+             f"{' --tiny' if tiny else ''}`; load before: {os.getloadavg()[0]:.2f}.", "",
+             "| case | map | chunks | time | vs in-memory | peak memory | check |", "|---|---|---|---:|---:|---|---|"]
+    for r in results:
+        shape = "x".join(map(str, r["shape"]))
+        ratio = f"{r['seconds'] / base['seconds']:.2f}x" if base and r["case"] != "zarr" else ""
+        if "worker_peak_rss" in r:
+            memory = (f"workers {', '.join(_gib(m) for m in r['worker_peak_rss'])} (after warm-up "
+                      f"{', '.join(_gib(m) for m in r['worker_rss_after_warmup'])}); caller {_gib(r['peak_rss'])}")
+        else:
+            memory = _gib(r["peak_rss"])
+        if r["case"] == "zarr":
+            check = (f"{r['pixels_per_s'] / 1e6:.0f} Mpixel/s; {_gib(r['output_bytes'])} of float32, "
+                     f"{_gib(r['stored_bytes'])} stored")
+        elif base and r is not base:
+            check = f"sum rel diff {abs(r['checksum'] - base['checksum']) / abs(base['checksum']):.1e}"
+        else:
+            check = f"sum {r['checksum']:.6g}"
+        extra = f" (graph {r['graph_seconds']:.2f} s)" if "graph_seconds" in r else ""
+        lines.append(f"| {r['case']} | {shape}, {r['kernels']:,} kernels | {r['chunks']} | {r['seconds']:.2f} s{extra}"
+                     f" | {ratio} | {memory} | {check} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="small sizes (seconds), to check the script runs")
+    parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--run-case", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_case:
+        print(json.dumps(run_case(args.run_case, args.tiny)))
+        return 0
+    from bench import report
+
+    results = []
+    for case in args.cases.split(","):
+        print(f"running {case} ...", flush=True)
+        results.append(run_in_new_process(case, args.tiny))
+    info = report.machine_info()
+    machine = report.machine_name(info)
+    text = table(results, f"{machine}: {info['cpu']}", args.tiny)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"d1-{machine}-{datetime.date.today()}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
