@@ -124,9 +124,13 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
     """
     spec, meta = _make_spec(shape, chunks, combine, normalize, extent, dtype, backend)
     options = dict(combine=combine, normalize=normalize, truncate=truncate)
-    make_plan(Kernels([], [], 1.0), spec.grid, **options)  # bad modes or truncate raise here, not in a task
+    per_kernel_truncate = truncate is not None and np.ndim(truncate) > 0
+    # bad modes or truncate raise here, not in a task
+    make_plan(Kernels([], [], 1.0), spec.grid, **{**options, "truncate": None if per_kernel_truncate else truncate})
     name = "gaussheat-render-" + tokenize(_token_of(kernels), spec, options)
     if _is_collection(kernels):
+        if per_kernel_truncate:
+            raise TypeError("truncate: one value per kernel needs host kernels (a Kernels), not a Dask collection")
         pieces, graph, dependencies = _collection_pieces(kernels, spec, options, name)
     else:
         pieces, graph, dependencies = _host_pieces(kernels, spec, options), {}, []
@@ -418,3 +422,73 @@ class _Progress:
                 self.file.write(f"{self.label}: every chunk was already written\n")
             return
         self._show(time.perf_counter(), end="\n")
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    """``python -m gaussheat_gpu.dask KERNELS --shape H W --chunks N -o map.zarr``: render to Zarr.
+
+    ``KERNELS`` is a ``.csv`` file with a header of column names (``x, y, sigma`` or ``sigma_x``,
+    and optionally ``sigma_y, theta, amplitude, image``), an ``.npz`` of such named arrays, or an
+    ``.npy`` ``(N, k)`` array whose columns are the first k of ``x, y, sigma_x, sigma_y, theta,
+    amplitude, image``. Rerunning the same command after an interruption renders only the chunks
+    not yet written.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gaussheat_gpu.dask", description=main.__doc__.splitlines()[0])
+    parser.add_argument("kernels", help="kernel table: .csv (header row), .npz (named arrays) or .npy (N, k)")
+    parser.add_argument("--shape", type=int, nargs="+", required=True, help="output shape: [...] H W")
+    parser.add_argument("--chunks", type=int, nargs="+", required=True, help="chunk size (one, or one per axis)")
+    parser.add_argument("-o", "--output", required=True, help="Zarr store to write (a directory)")
+    parser.add_argument("--combine", default="sum", choices=("sum", "max", "por"))
+    parser.add_argument("--normalize", default="pdf", choices=("pdf", "peak", "integral", "count"))
+    parser.add_argument("--truncate", default="4", help="sigmas per support box, or 'none' (default 4)")
+    parser.add_argument("--extent", type=float, nargs=4, metavar=("X0", "X1", "Y0", "Y1"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--overwrite", action="store_true", help="replace a store holding a different render")
+    parser.add_argument("--scheduler", help="address of a distributed scheduler (default: threads here)")
+    args = parser.parse_args(argv)
+    truncate = None if args.truncate.lower() == "none" else float(args.truncate)
+    chunks = args.chunks[0] if len(args.chunks) == 1 else tuple(args.chunks)
+    kernels = _read_kernel_table(args.kernels)
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    try:
+        to_zarr(kernels, tuple(args.shape), args.output, chunks=chunks, overwrite=args.overwrite,
+                combine=args.combine, normalize=args.normalize, truncate=truncate, extent=args.extent,
+                dtype=args.dtype, backend=args.backend)
+    finally:
+        if client is not None:
+            client.close()
+    print(f"wrote {args.output} (array {ZARR_ARRAY!r})")
+    return 0
+
+
+def _read_kernel_table(path):
+    if str(path).endswith(".npy"):
+        return Kernels.from_array(np.load(path))
+    if str(path).endswith(".npz"):
+        with np.load(path) as table:
+            return Kernels.from_columns({name: table[name] for name in table.files})
+    table = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64)
+    return Kernels.from_columns({name: np.atleast_1d(table[name]) for name in table.dtype.names})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

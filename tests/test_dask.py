@@ -341,3 +341,30 @@ def test_local_cluster_renders_host_and_collection_kernels(client, tmp_path):
     z = ghd.to_zarr(columns, shape, tmp_path / "map.zarr", chunks=(16, 35), progress=bar, **options)
     assert_chunks_match(z[...], expected, "float64")
     assert "8/8 chunks" in bar.getvalue()
+
+
+# -- command line and docstrings -----------------------------------------------------------------
+
+def test_command_line_writes_and_resumes_a_zarr_map(tmp_path, capsys):
+    kernels = seam_kernels(n=50, rotated=False)
+    table = tmp_path / "kernels.csv"
+    columns = {name: kernels.as_dict()[name] for name in ("x", "y", "sigma_x", "sigma_y", "amplitude")}
+    np.savetxt(table, np.column_stack(list(columns.values())), delimiter=",", header=",".join(columns), comments="")
+    args = [str(table), "--shape", "60", "70", "--chunks", "32", "-o", str(tmp_path / "map.zarr"),
+            "--normalize", "count", "--truncate", "3", "--backend", "numpy"]
+    assert ghd.main(args) == 0
+    z = zarr.open_group(tmp_path / "map.zarr", mode="r")["heatmap"]
+    expected = gh.render(kernels, (60, 70), normalize="count", truncate=3.0, backend="numpy", dtype="float64")
+    assert_chunks_match(z[...], expected, "float32")
+    assert "6/6 chunks" in capsys.readouterr().err
+    assert ghd.main(args) == 0
+    assert "already written" in capsys.readouterr().err
+    np.save(tmp_path / "kernels.npy", np.column_stack([kernels.x, kernels.y, kernels.sigma_x]))
+    assert ghd.main([str(tmp_path / "kernels.npy"), *args[1:7], str(tmp_path / "npy.zarr")]) == 0
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    failures, tried = doctest.testmod(ghd)
+    assert tried >= 4 and failures == 0
