@@ -208,7 +208,17 @@ def _host_pieces(kernels, spec, options):
             raise TypeError(f"kernels must be a gaussheat_gpu.Kernels, a mapping of columns or a Dask collection, "
                             f"got {type(kernels).__name__}")
         kernels = Kernels.from_columns(kernels)
-    return {block: [piece] for block, piece in _split(_plan_piece(kernels, spec, options), spec).items()}
+    pieces = _split(_plan_piece(kernels, spec, options), spec)
+    client = _distributed_client()
+    if client is not None:  # straight to the workers: not through the scheduler inside the graph
+        return dict(zip(pieces, ([future] for future in client.scatter(list(pieces.values()), hash=False))))
+    return {block: [piece] for block, piece in pieces.items()}
+
+
+def _distributed_client():
+    """The ``distributed.Client`` that computes Dask collections here, or None (a local scheduler)."""
+    client = getattr(dask.base.get_scheduler(), "__self__", None)
+    return client if hasattr(client, "scatter") and hasattr(client, "gather") else None
 
 
 def _collection_partitions(kernels):
@@ -368,10 +378,9 @@ def _run_with_progress(graph, keys, pixels, progress, label):
     if not keys:
         bar.close()
         return
-    get = dask.base.get_scheduler() or dask.threaded.get
-    client = getattr(get, "__self__", None)
+    client = _distributed_client()
     graph = dict(graph)
-    if client is not None and hasattr(client, "get") and hasattr(client, "gather"):  # distributed
+    if client is not None:
         from distributed import as_completed
 
         futures = client.get(graph, keys, sync=False)
@@ -384,7 +393,7 @@ def _run_with_progress(graph, keys, pixels, progress, label):
                 bar.tick(key)
 
         with dask.callbacks.Callback(posttask=posttask):
-            get(graph, keys)
+            (dask.base.get_scheduler() or dask.threaded.get)(graph, keys)
     bar.close()
 
 
