@@ -287,7 +287,7 @@ ZARR_DONE = "chunks_done"  # one bool per chunk, set once the chunk is written
 ZARR_RENDER_ATTR = "gaussheat_render"  # identifies the render a store holds (for resuming)
 
 
-def to_zarr(kernels, shape, store, *, chunks, progress=True, overwrite=False, **options):
+def to_zarr(kernels, shape, store, *, chunks, progress=True, overwrite=False, compressors="default", **options):
     """Render into a Zarr store chunk by chunk, never holding the whole map; resumable.
 
     Each chunk is rendered, written, then marked done in the store (Zarr's local store writes each
@@ -308,6 +308,9 @@ def to_zarr(kernels, shape, store, *, chunks, progress=True, overwrite=False, **
         Print a progress bar to stderr (or to the given file); False for none.
     overwrite : bool, default False
         Replace a store that holds a different render instead of refusing it.
+    compressors : zarr codec(s) or None, optional
+        Compression of the map's chunks; default Blosc LZ4 with byte shuffle (as fast as writing
+        uncompressed here, 1.2x smaller on a dense map; Zarr's default Zstd took twice as long).
     **options
         ``combine``, ``normalize``, ``truncate``, ``extent``, ``dtype``, ``backend`` as in :func:`render`.
 
@@ -343,14 +346,16 @@ def to_zarr(kernels, shape, store, *, chunks, progress=True, overwrite=False, **
         if ZARR_RENDER_ATTR in root.attrs and not overwrite:
             raise ValueError(f"store {store!s} holds a different render ({root.attrs[ZARR_RENDER_ATTR]}); "
                              f"pass overwrite=True to replace it, or write elsewhere")
+        if compressors == "default":
+            compressors = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
         root.create_array(ZARR_ARRAY, shape=heat.shape, chunks=chunk_shape, dtype=heat.dtype, fill_value=0,
-                          overwrite=True)
+                          compressors=compressors, overwrite=True)
         root.create_array(ZARR_DONE, shape=heat.numblocks, chunks=(1,) * heat.ndim, dtype=bool, fill_value=False,
                           overwrite=True)
         root.attrs.update({ZARR_RENDER_ATTR: heat.name, "shape": list(heat.shape), "chunks": list(chunk_shape),
                            "options": {k: v for k, v in options.items() if k != "backend"}})
     target, done = root[ZARR_ARRAY], root[ZARR_DONE]
-    todo = [block for block in np.ndindex(*heat.numblocks) if not done[block]]
+    todo = [tuple(map(int, block)) for block in np.argwhere(~done[...])]
     name = heat.name.replace("render", "write", 1)
     keys = [(name, *block) for block in todo]
     graph = {(name, *block): (_write_block, (heat.name, *block), target, done, block,
