@@ -197,8 +197,8 @@ def _split(piece, spec):
     offsets, ids = tile_lists(first_chunk(cols, boxes[:, B_COL0]), first_chunk(cols, boxes[:, B_COL1]),
                               first_chunk(rows, boxes[:, B_ROW0]), first_chunk(rows, boxes[:, B_ROW1]),
                               image_chunk, (math.prod(spec.numblocks[:-2]), len(rows) - 1, len(cols) - 1))
-    return {int(block): _Piece(piece.params[ids[offsets[block]:offsets[block + 1]]],
-                               boxes[ids[offsets[block]:offsets[block + 1]]])
+    params, boxes = piece.params[ids], boxes[ids]  # chunk by chunk; each chunk's rows are a view
+    return {int(block): _Piece(params[offsets[block]:offsets[block + 1]], boxes[offsets[block]:offsets[block + 1]])
             for block in np.flatnonzero(np.diff(offsets))}
 
 
