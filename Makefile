@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench gpu-check clean
+.PHONY: venv demo test bench bench-dask gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 # writes bench/results/<machine>-<date>.{json,md} and prints the table.
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# D1: Dask and Zarr on the 16384^2 map of 1M kernels and a 4 GiB Zarr write (several minutes; needs
+# ~6 GiB of memory and 5 GiB of disk); writes bench/results/d1-<machine>-<date>.{json,md}.
+bench-dask: $(STAMP)
+	$(PY) bench/dask_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks seed.png

@@ -452,12 +452,12 @@ def main(argv=None) -> int:
     Parameters
     ----------
     argv : list of str, optional
-        Arguments (default ``sys.argv[1:]``).
+        The command's words after the module name; by default the process's own.
 
     Returns
     -------
     int
-        Exit status.
+        0 once every chunk is written (bad arguments exit through argparse with status 2).
     """
     import argparse
 

@@ -368,3 +368,19 @@ def test_docstring_examples_run():
 
     failures, tried = doctest.testmod(ghd)
     assert tried >= 4 and failures == 0
+
+
+def test_d1_benchmark_cases_run_at_tiny_size():
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench import dask_bench
+
+    results = [dask_bench.run_case(case, tiny=True) for case in ("in-memory", "zarr")]
+    assert results[0]["shape"] == [1024, 1024] and results[0]["checksum"] > 0
+    assert results[1]["output_bytes"] == 2048 * 2048 * 4 and results[1]["corner_max"] > 0
+    text = dask_bench.table(results, "test machine", tiny=True)
+    assert "| in-memory |" in text and "Mpixel/s" in text
