@@ -90,6 +90,14 @@ def test_batches_chunked_over_images_and_pixels():
     assert_chunks_match(heat.compute(scheduler="threads"), expected, "float64", kernels, shape, options)
 
 
+def test_irregular_chunks():
+    kernels = seam_kernels()
+    options = dict(combine="sum", normalize="count", truncate=2.5, dtype="float64")
+    expected = gh.render(kernels, (60, 70), backend="numpy", **options)
+    heat = ghd.render(kernels, (60, 70), chunks=((5, 20, 35), (30, 3, 1, 36)), backend="numpy", **options)
+    assert_chunks_match(heat.compute(scheduler="threads"), expected, "float64")
+
+
 def test_whole_map_in_one_chunk_is_the_in_memory_render():
     kernels = seam_kernels()
     expected = gh.render(kernels, (60, 70), backend="numpy", combine="por")
