@@ -62,6 +62,7 @@ def test_every_mode_matches_in_memory_render_across_seams(combine, normalize, dt
     assert_chunks_match(heat.compute(scheduler="threads"), expected, dtype, kernels, shape, options)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @settings(max_examples=40)
 @given(case=render_cases(max_kernels=16, max_side=30), dtype=st.sampled_from(["float32", "float64"]),
        data=st.data())
@@ -204,6 +205,17 @@ def test_each_chunk_task_carries_only_the_kernels_that_meet_it():
         np.testing.assert_array_equal(held, boxes[meets])
         carried += len(held)
     assert len(boxes) < carried < len(boxes) * heat.npartitions / 4
+
+
+@pytest.mark.gpu
+def test_cupy_chunks_are_refused_and_auto_takes_a_host_backend(monkeypatch):
+    monkeypatch.delenv("GAUSSHEAT_BACKEND", raising=False)
+    kernels = seam_kernels(n=20)
+    with pytest.raises(ValueError, match="backend = 'cupy' cannot render chunks yet"):
+        ghd.render(kernels, (30, 30), chunks=16, backend="cupy")
+    heat = ghd.render(kernels, (30, 30), chunks=16)
+    assert isinstance(heat._meta, np.ndarray)
+    np.testing.assert_allclose(heat.compute(), gh.render(kernels, (30, 30), backend="numba"), atol=1e-6)
 
 
 def test_options_are_checked_when_the_array_is_built():
