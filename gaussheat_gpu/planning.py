@@ -542,8 +542,6 @@ def _first_index(mask, xp) -> int:
     return int(hits[0]) if hits.size else -1
 
 
-
-
 # -- rendering a large output window by window (gaussheat_gpu.dask) ------------------------------
 
 def fix_count_normaliser(plan: Plan, box_sums) -> Plan:
