@@ -99,6 +99,17 @@ def test_irregular_chunks():
     assert_chunks_match(heat.compute(scheduler="threads"), expected, "float64")
 
 
+def test_one_truncate_per_kernel():
+    kernels = seam_kernels(n=100)
+    truncate = np.random.default_rng(5).choice([1.0, 2.5, 4.0], len(kernels))
+    options = dict(combine="max", normalize="count", truncate=truncate, dtype="float64")
+    expected = gh.render(kernels, (60, 70), backend="numpy", **options)
+    heat = ghd.render(kernels, (60, 70), chunks=(16, 20), backend="numba", **options)
+    assert_chunks_match(heat.compute(scheduler="threads"), expected, "float64")
+    with pytest.raises(TypeError, match="one value per kernel"):
+        ghd.render(column_arrays(kernels, 50), (60, 70), chunks=20, truncate=truncate)
+
+
 def test_whole_map_in_one_chunk_is_the_in_memory_render():
     kernels = seam_kernels()
     expected = gh.render(kernels, (60, 70), backend="numpy", combine="por")
