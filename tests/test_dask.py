@@ -261,6 +261,20 @@ def test_dask_array_columns_give_the_same_map():
     assert expected.shape == shape
 
 
+@settings(max_examples=15)
+@given(case=render_cases(max_kernels=16, max_side=24), data=st.data())
+def test_random_cases_from_dask_array_columns(case, data):
+    kernels, shape, options = case
+    if len(kernels) == 0:
+        return
+    partition = data.draw(st.integers(1, len(kernels)), label="kernels per partition")
+    chunks = tuple(data.draw(st.integers(1, n), label=f"chunk along axis {axis}") for axis, n in enumerate(shape))
+    expected = gh.render(kernels, shape, backend="numpy", dtype="float64", **options)
+    heat = ghd.render(column_arrays(kernels, partition), shape, chunks=chunks, backend="numpy", dtype="float64",
+                      **options)
+    assert_chunks_match(heat.compute(scheduler="threads"), expected, "float64")
+
+
 def test_dask_dataframe_gives_the_same_map():
     dd = pytest.importorskip("dask.dataframe")
     pd = pytest.importorskip("pandas")
