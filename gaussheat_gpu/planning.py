@@ -249,7 +249,8 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
     grid : Grid
         From :func:`make_grid`.
     combine, normalize, truncate, dtype, accumulate
-        As in :func:`gaussheat_gpu.render`.
+        As in :func:`gaussheat_gpu.render`; ``truncate`` may be a number, None, or one value per
+        kernel (see :func:`check_truncate`).
     xp : module
         Array namespace of the kernel arrays (``numpy`` or ``cupy``).
     compiled : bool
@@ -273,8 +274,9 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
     """
     check_modes(combine, normalize)
     truncate = check_truncate(truncate, len(kernels))
-    # The compiled pass takes one radius for all kernels; per-kernel radii take the array code.
-    numba_planning = _numba_planning() if compiled and xp is np and np.ndim(truncate) == 0 else None
+    if np.ndim(truncate) and xp is not np:
+        truncate = xp.asarray(truncate)  # per-kernel radii beside the device kernels
+    numba_planning = _numba_planning() if compiled and xp is np else None
     if numba_planning is not None:
         tables = numba_planning.plan_tables(kernels, grid, truncate, normalize, workspace)
     else:

@@ -11,6 +11,7 @@ def naive_render(kernels, shape, combine="sum", normalize="pdf", truncate=4.0, e
     """Render like ``gaussheat_gpu.render(..., dtype="float64")`` with plain Python loops.
 
     ``kernels`` is a list of dicts with keys x, y, sigma_x, sigma_y, theta, amplitude, image.
+    ``truncate`` may also be a sequence of one value per kernel (``inf``: that kernel untruncated).
     ``initial`` (nested lists / array) plays the role of ``out`` with ``accumulate=True``.
     Returns a nested list of shape ``(n_images, H, W)``.
     """
@@ -25,8 +26,8 @@ def naive_render(kernels, shape, combine="sum", normalize="pdf", truncate=4.0, e
     else:
         img = [[[float(v) for v in row] for row in image] for image in initial]
 
-    for k in kernels:
-        pixels = list(_support(k, width, height, x0, dx, y0, dy, truncate))
+    for i, k in enumerate(kernels):
+        pixels = list(_support(k, width, height, x0, dx, y0, dy, _truncate_of(truncate, i)))
         values = {(r, c): _value(k, x0 + c * dx, y0 + r * dy, dx, dy, normalize) for r, c in pixels}
         if normalize == "count":  # values hold log g: shift by their maximum so the sum cannot underflow
             top = max(values.values(), default=0.0)
@@ -43,6 +44,14 @@ def naive_render(kernels, shape, combine="sum", normalize="pdf", truncate=4.0, e
             else:
                 image[r][c] = s + v * (1.0 - s)
     return img
+
+
+def _truncate_of(truncate, i):
+    """Kernel i's truncate: ``truncate`` may be None, a number or one number per kernel (inf: none)."""
+    if truncate is None or isinstance(truncate, (int, float)):
+        return truncate
+    t = float(truncate[i])
+    return None if math.isinf(t) else t
 
 
 def _covariance(k):
@@ -102,7 +111,7 @@ def naive_support_mask(kernels, shape, truncate=4.0, extent=None):
     dx = (x1 - x0) / (width - 1) if width > 1 else 1.0
     dy = (y1 - y0) / (height - 1) if height > 1 else 1.0
     mask = [[[False] * width for _ in range(height)] for _ in range(n_images)]
-    for k in kernels:
-        for r, c in _support(k, width, height, x0, dx, y0, dy, truncate):
+    for i, k in enumerate(kernels):
+        for r, c in _support(k, width, height, x0, dx, y0, dy, _truncate_of(truncate, i)):
             mask[k["image"]][r][c] = True
     return mask

@@ -132,7 +132,7 @@ def test_compiled_loop_runs_as_python_too(monkeypatch):
     columns = (kernels.x, kernels.y, kernels.sigma_x, kernels.sigma_y, kernels.amplitude)
     trig = (np.empty(0), np.empty(0))
     inputs = (columns, kernels.image, kernels.theta, trig, numba_planning.LIBM_TRIG)
-    setup = ((grid.x0, grid.dx, grid.y0, grid.dy), (2, 30, 50), 2.5, planning.NORMALIZE_CODES["count"])
+    setup = ((grid.x0, grid.dx, grid.y0, grid.dy), (2, 30, 50), (2.5, np.empty(0)), planning.NORMALIZE_CODES["count"])
     monkeypatch.setattr(numba_planning, "CHUNK", 7)
     for run in (numba_planning.plan_chunk.py_func, numba_planning.plan_chunks.py_func):
         tables = (np.empty((50, 10)), np.empty((50, 5), np.int64), np.empty(50, np.int64))

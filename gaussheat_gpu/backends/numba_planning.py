@@ -45,8 +45,8 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
     kernels : Kernels
         Validated host kernels.
     grid : gaussheat_gpu.planning.Grid
-    truncate : float
-        Support radius in sigmas (``inf``: whole image).
+    truncate : float or ndarray
+        Support radius in sigmas (``inf``: whole image), or a float64 array of one per kernel.
     normalize : str
         One of ``planning.NORMALIZES``.
     workspace : gaussheat_gpu._workspace.Workspace, optional
@@ -79,7 +79,11 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
         trig = (np.cos(theta), np.sin(theta))
     inputs = ((arrays["x"], arrays["y"], arrays["sigma_x"], arrays["sigma_y"], arrays["amplitude"]),
               arrays["image"], theta, trig, source)
-    setup = (_geometry(grid), (grid.n_images, grid.height, grid.width), truncate, NORMALIZE_CODES[normalize])
+    # A per-kernel truncate travels as an array, a single one as a float beside an empty array: one
+    # compiled signature for both.
+    truncates = truncate if isinstance(truncate, np.ndarray) else _NO_TRUNCATES
+    setup = (_geometry(grid), (grid.n_images, grid.height, grid.width),
+             (float(truncate) if truncates is _NO_TRUNCATES else math.inf, truncates), NORMALIZE_CODES[normalize])
     n = theta.size
     if workspace is None or n < WORKSPACE_MIN_KERNELS:
         tables = _NO_TABLES
@@ -93,6 +97,7 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
 
 
 _NO_TRIG = np.empty(0)
+_NO_TRUNCATES = np.empty(0)
 # Tables too small to hold a plan: the loop then allocates its own (cheaper than three np.empty
 # calls and three slices here, 1 us of W1's 40).
 _NO_TABLES = (np.empty((0, N_PARAMS)), np.empty((0, N_BOX), dtype=np.int64), np.empty(0, dtype=np.int64))
@@ -123,7 +128,7 @@ def plan_chunk(inputs, setup, tables, lo, hi):
     rotated, outside por's range; -1: none) and whether a kept kernel is rotated.
     """
     (x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source = inputs
-    geometry, (n_images, height, width), truncate, normalize_code = setup
+    geometry, (n_images, height, width), (truncate, truncates), normalize_code = setup
     params, boxes, kernel_index = tables
     pdf = normalize_code == PDF
     first_bad_image = first_rotated = first_bad_por = -1
@@ -144,8 +149,9 @@ def plan_chunk(inputs, setup, tables, lo, hi):
             first_rotated = k
         if first_bad_por < 0 and por_peak_is_bad(scale, amplitude[k], normalize_code):
             first_bad_por = k
-        col0, col1 = support_range(cx, truncate * sigma_col, width)
-        row0, row1 = support_range(cy, truncate * sigma_row, height)
+        t = truncates[k] if truncates.size else truncate
+        col0, col1 = support_range(cx, t * sigma_col, width)
+        row0, row1 = support_range(cy, t * sigma_row, height)
         if col0 > col1 or row0 > row1:
             continue
         # Element writes, not row views: a view costs two atomic reference-count updates on a
@@ -177,7 +183,7 @@ def plan_chunks(inputs, setup, tables):
     # A prange body cannot take tuples holding arrays or tuples: their items travel one by one and
     # are packed again inside.
     (x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source = inputs
-    (x0, dx, y0, dy), (n_images, height, width), truncate, normalize_code = setup
+    (x0, dx, y0, dy), (n_images, height, width), (truncate, truncates), normalize_code = setup
     n = theta.size
     params, boxes, kernel_index = _tables_for(tables, n)
     n_chunks = (n + CHUNK - 1) // CHUNK
@@ -188,7 +194,8 @@ def plan_chunks(inputs, setup, tables):
         lo = chunk * CHUNK
         count, checks, any_rotated = plan_chunk(
             ((x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source),
-            ((x0, dx, y0, dy), (n_images, height, width), truncate, normalize_code), (params, boxes, kernel_index),
+            ((x0, dx, y0, dy), (n_images, height, width), (truncate, truncates), normalize_code),
+            (params, boxes, kernel_index),
             lo, min(n, lo + CHUNK))
         kept[chunk] = count
         firsts[chunk, 0], firsts[chunk, 1], firsts[chunk, 2] = checks
