@@ -14,6 +14,10 @@ W3        NumPy dense broadcast          the whole grid, per kernel
 W4        CenterNet-style window loop    every keypoint
 W5        CSRNet delta + gaussian_filter the first 50 heads, scaled to all
 W6        NumPy per-splat window loop    the first 5,000 splats, scaled to all
+W8        mmpose MSRA encode per image   every image (a per-instance, per-keypoint loop)
+W9        CenterNet draw_umich_gaussian  every box
+W10       CSRNet adaptive recipe         the k-NN sigmas of all heads, then the first 50 heads' filters,
+                                         scaled to all
 ========  =============================  ==================================================================
 
 The window loops (W4, W6) decide each kernel's pixel box exactly as DESIGN.md section 2 says
@@ -31,12 +35,13 @@ import numpy as np
 import scipy.ndimage
 from scipy.stats import multivariate_normal
 
+from bench import target_loops
 from gaussheat_gpu.workloads import centre_crop, seed_loop
 
 __all__ = ["Baseline", "Prepared", "BASELINES", "for_workload", "prepare", "check", "seed_python_loop", "accepted_answer",
            "scipy_mvn_per_kernel", "numpy_dense_per_kernel", "centernet_window_loop",
            "csrnet_gaussian_filter", "splat_window_loop", "csrnet_comparable", "support_boxes",
-           "inverse_covariance"]
+           "inverse_covariance", "mmpose_msra_per_image", "centernet_per_box", "csrnet_adaptive"]
 
 
 @dataclass(frozen=True)
@@ -262,11 +267,42 @@ def splat_window_loop(case):
     return img
 
 
+def mmpose_msra_per_image(case):
+    """mmpose's MSRA encode, image by image: keypoints divided by the float32 scale factor, then
+    ``generate_gaussian_heatmaps``' per-instance, per-keypoint window loop (max over instances)."""
+    _, (keypoints, heatmap_size, sigma), kwargs = case.helper
+    factor = (np.array(kwargs["input_size"]) / np.array(heatmap_size)).astype(np.float32)
+    image, visible = kwargs["image"], kwargs["visible"]
+    return np.stack([target_loops.mmpose_msra(heatmap_size, keypoints[image == b] / factor, visible[image == b],
+                                              sigma)[0] for b in range(kwargs["n_images"])])
+
+
+def centernet_per_box(case):
+    """CenterNet's targets, image by image and box by box: boxes scaled to the heatmap, mmdet's
+    radius (corrected formula, IoU 0.3), ``draw_umich_gaussian`` into the box's class channel."""
+    _, (boxes, labels, n_classes, size), kwargs = case.helper
+    ratio = np.array(size * 2) / np.array(kwargs["input_size"] * 2)
+    image = kwargs["image"]
+    return np.stack([target_loops.centernet_targets(boxes[image == b] * ratio, labels[image == b], n_classes, size,
+                                                    0.3, "cornernet") for b in range(kwargs["n_images"])])
+
+
+def csrnet_adaptive(case, first=None):
+    """CSRNet's ``gaussian_filter_density``: sigma 0.3 x the mean distance to the 3 nearest heads
+    (a KDTree of every head), then a float32 delta image per head blurred with ``gaussian_filter``
+    (``mode="constant"``, truncate 4) and summed; only the first ``first`` heads are blurred."""
+    _, (points, shape), _ = case.helper
+    sigmas = target_loops.csrnet_sigmas(points, shape)
+    n = len(points) if first is None else first
+    return target_loops.blurred_deltas(points[:n], sigmas[:n], shape, "constant", dtype=np.float32)
+
+
 # -- how each is prepared: what is timed, what it is checked against ----------------------------
 
 SEED_CROP = 64
 CSRNET_HEADS = 50
 SPLATS = 5_000
+CSRNET_ADAPTIVE_HEADS = 50
 
 
 def _prepare_seed_loop(case, references, part=None):
@@ -305,6 +341,14 @@ def _prepare_csrnet(case, references, part=None):
                     check=(lambda: csrnet_gaussian_filter(sub), lambda: references.get(sub), how))
 
 
+def _prepare_csrnet_adaptive(case, references, part=None):
+    n = min(part or CSRNET_ADAPTIVE_HEADS, len(case.kernels))
+    sub = case.subset(slice(0, n))
+    return Prepared(call=lambda: csrnet_adaptive(case, n), expected=lambda: references.get(sub),
+                    scale=len(case.kernels) / n, timed_part=f"k-NN of all heads, first {n:,} filters" if n < len(
+                        case.kernels) else "")
+
+
 BASELINES = [
     Baseline("W1", "seed-loop", "the seed's Python double loop with scipy.stats.norm.pdf", _prepare_seed_loop),
     Baseline("W1", "accepted-answer", "scipy multivariate_normal on a meshgrid, por of the two pdfs",
@@ -320,6 +364,12 @@ BASELINES = [
     Baseline("W5", "csrnet-filter", "CSRNet-style delta + scipy.ndimage.gaussian_filter per head",
              _prepare_csrnet),
     Baseline("W6", "splat-loop", "NumPy per-splat window loop", _first_kernels(splat_window_loop, SPLATS)),
+    Baseline("W8", "mmpose-loop", "mmpose MSRA generate_gaussian_heatmaps, image by image",
+             _whole(mmpose_msra_per_image)),
+    Baseline("W9", "centernet-draw", "CenterNet draw_umich_gaussian with mmdet's radius, box by box",
+             _whole(centernet_per_box)),
+    Baseline("W10", "csrnet-adaptive", "CSRNet k-NN sigma + delta + gaussian_filter per head",
+             _prepare_csrnet_adaptive),
 ]
 
 

@@ -75,7 +75,10 @@ class ReferenceCache:
 
     def get(self, case) -> np.ndarray:
         """The float64 reference of ``case`` (:meth:`Workload.reference`)."""
-        digest = hashlib.sha1(repr((case.shape, sorted(case.options.items()))).encode())
+        scalars = sorted((k, v) for k, v in case.options.items() if not isinstance(v, np.ndarray))
+        digest = hashlib.sha1(repr((case.shape, scalars)).encode())
+        for name, value in sorted((k, v) for k, v in case.options.items() if isinstance(v, np.ndarray)):
+            digest.update(name.encode() + np.ascontiguousarray(value).tobytes())  # a per-kernel truncate
         for column in case.kernels.as_dict().values():
             digest.update(np.ascontiguousarray(_to_host(column)).tobytes())
         key = digest.hexdigest()
@@ -169,6 +172,19 @@ def render_call(case, backend, dtype="float32", out=None):
             return result
         return call
     return lambda: case.render(backend=backend, dtype=dtype, out=out)
+
+
+def helper_call(case, backend, dtype="float32"):
+    """Like :func:`render_call`, for a target workload's helper (:meth:`Workload.run_helper`)."""
+    if backend in DEVICE_BACKENDS:
+        import cupy
+
+        def call():
+            result = case.run_helper(backend=backend, dtype=dtype)
+            cupy.cuda.get_current_stream().synchronize()
+            return result
+        return call
+    return lambda: case.run_helper(backend=backend, dtype=dtype)
 
 
 # -- floors (W7): what the machine needs at least ----------------------------------------------

@@ -77,7 +77,7 @@ def rows_and_floors(bench_json) -> tuple[list, list]:
                                iterations=stats.get("iterations", 1), first_call_s=info["first_call_s"],
                                note=info["note"], floor=info.get("floor", ""),
                                min_s=stats["min"] * info["scale"]))
-    rank = {wid: i for i, wid in enumerate(("W1", "W2", "W3", "W4", "W5", "W6"))}
+    rank = {wid: i for i, wid in enumerate(("W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9", "W10"))}
     listed = {(b.workload, b.name): i for i, b in enumerate(baselines.BASELINES)}  # baselines in their module's order
     rows.sort(key=lambda r: (rank.get(r.workload, 99), r.kind != "baseline", listed.get((r.workload, r.method), 0),
                              r.method))

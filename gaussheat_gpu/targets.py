@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,8 +32,8 @@ from ._xp import array_module, is_device_array
 from .api import render
 from .kernel_set import Kernels
 
-__all__ = ["keypoint_heatmaps", "center_heatmaps", "gaussian_radius", "density_map",
-           "adaptive_sigma", "CONVENTIONS", "RADIUS_FORMULAS", "BORDERS"]
+__all__ = ["keypoint_heatmaps", "center_heatmaps", "gaussian_radius", "density_map", "adaptive_sigma",
+           "keypoint_request", "center_request", "density_request", "Request", "CONVENTIONS", "RADIUS_FORMULAS", "BORDERS"]
 
 CONVENTIONS = ("msra", "udp", "dark", "exact")
 RADIUS_FORMULAS = ("cornernet", "centernet")
@@ -122,12 +123,30 @@ def _check_dtype(dtype):
     return name
 
 
-def _render(kind, kernels, shape, dtype, backend, **options):
-    """One render call in ``dtype`` (float16: rendered in float32, then rounded) on the input's device."""
+class Request(NamedTuple):
+    """What a helper renders: its kernels, output shape and render options, decided from the inputs.
+
+    ``render(kernels, shape, **options)`` is the helper's one render call (the "bare render" the
+    benchmarks compare a helper with); ``extra`` holds what the helper returns besides the map
+    (the keypoint weights), ``kind`` where the inputs came from.
+    """
+
+    kind: _Kind
+    kernels: Kernels
+    shape: tuple
+    options: dict
+    extra: object = None
+
+
+def _render(request, dtype, backend):
+    """The request's render call in ``dtype`` (float16: rendered in float32, then rounded), on the
+    inputs' device and of their kind."""
+    kind, shape = request.kind, request.shape
     if math.prod(shape) == 0:
         return _empty(kind, shape, dtype)
     backend = _backend_for(kind.xp, backend)
-    out = render(kernels, shape, dtype="float32" if dtype == "float16" else dtype, backend=backend, **options)
+    out = render(request.kernels, shape, dtype="float32" if dtype == "float16" else dtype, backend=backend,
+                 **request.options)
     if dtype == "float16":
         out = out.astype(np.float16)
     return kind.give(out)
@@ -271,9 +290,17 @@ def keypoint_heatmaps(keypoints, heatmap_size, sigma, *, visible=None, image=Non
     >>> heat.shape, float(heat[0, 5, 10]), weights.tolist()
     ((2, 64, 48), 1.0, [[1.0, 1.0]])
     """
+    dtype = _check_dtype(dtype)
+    request = keypoint_request(keypoints, heatmap_size, sigma, visible=visible, image=image, n_images=n_images,
+                               input_size=input_size, convention=convention)
+    return _render(request, dtype, backend), request.kind.give(request.extra)
+
+
+def keypoint_request(keypoints, heatmap_size, sigma, *, visible=None, image=None, n_images=None, input_size=None,
+                     convention="msra") -> Request:
+    """The kernels, shape and options :func:`keypoint_heatmaps` renders, and the weights (``extra``)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention = {convention!r} is not one of {', '.join(map(repr, CONVENTIONS))}")
-    dtype = _check_dtype(dtype)
     keypoints, kind = _adopt(keypoints, "keypoints")
     xp = kind.xp
     if keypoints.ndim != 3 or keypoints.shape[2] < 2:
@@ -331,9 +358,8 @@ def keypoint_heatmaps(keypoints, heatmap_size, sigma, *, visible=None, image=Non
     flat = centre.reshape(-1, 2)[rows]
     target = channel if image is None else image[instance] * k + channel
     kernels = Kernels(flat[:, 0], flat[:, 1], sigma_x=sigma[instance], image=target)
-    heat = _render(kind, kernels, shape, dtype, backend, combine="max", normalize="peak",
-                   truncate=None if convention == "dark" else KEYPOINT_TRUNCATE)
-    return heat, kind.give(weights)
+    options = dict(combine="max", normalize="peak", truncate=None if convention == "dark" else KEYPOINT_TRUNCATE)
+    return Request(kind, kernels, shape, options, weights)
 
 
 # -- detection: CenterNet centre heatmaps ---------------------------------------------------------
@@ -468,6 +494,14 @@ def center_heatmaps(boxes, labels, num_classes, heatmap_size, *, image=None, n_i
     ((3, 32, 64), 1.0, 1)
     """
     dtype = _check_dtype(dtype)
+    request = center_request(boxes, labels, num_classes, heatmap_size, image=image, n_images=n_images,
+                             input_size=input_size, min_overlap=min_overlap, radius=radius, min_radius=min_radius)
+    return _render(request, dtype, backend)
+
+
+def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_images=None, input_size=None,
+                   min_overlap=0.3, radius="cornernet", min_radius=0) -> Request:
+    """The kernels, shape and options :func:`center_heatmaps` renders."""
     boxes, kind = _adopt(boxes, "boxes")
     xp = kind.xp
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -509,7 +543,7 @@ def center_heatmaps(boxes, labels, num_classes, heatmap_size, *, image=None, n_i
     target = labels.astype(xp.int64) if image is None else image * num_classes + labels
     kernels = Kernels(cx, cy, sigma_x=sigma, image=target)
     # Half-width r + 1/2 in sigmas: the box is exactly the integer centre +- r, whatever the rounding.
-    return _render(kind, kernels, shape, dtype, backend, combine="max", normalize="peak", truncate=(r + 0.5) / sigma)
+    return Request(kind, kernels, shape, dict(combine="max", normalize="peak", truncate=(r + 0.5) / sigma))
 
 
 def _first_bad_row(boxes, bad, xp, requirement):
@@ -590,9 +624,17 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
     >>> round(float(m.sum()), 4)
     4.0
     """
+    dtype = _check_dtype(dtype)
+    request = density_request(points, shape, sigma=sigma, k=k, beta=beta, lone_sigma=lone_sigma, image=image,
+                              n_images=n_images, border=border, truncate=truncate)
+    return _render(request, dtype, backend)
+
+
+def density_request(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, image=None, n_images=None,
+                    border="count", truncate=4.0) -> Request:
+    """The kernels, shape and options :func:`density_map` renders."""
     if border not in BORDERS:
         raise ValueError(f"border = {border!r} is not one of {', '.join(map(repr, BORDERS))}")
-    dtype = _check_dtype(dtype)
     points, kind = _adopt(points, "points")
     xp = kind.xp
     if points.ndim != 2 or points.shape[1] != 2:
@@ -628,7 +670,7 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
             raise ValueError(f"sigma has shape {tuple(sigma.shape)}; give one number or one per point, shape ({n},)")
         _first_bad_index(sigma, ~(sigma > 0) | ~xp.isfinite(sigma), xp, "must be finite and > 0", "point", "sigma")
     if n == 0:
-        return _empty(kind, out_shape, dtype)
+        return Request(kind, Kernels(points[:, 0], points[:, 1], 1.0), out_shape, {})
 
     reach = xp.floor(truncate * sigma + 0.5)  # scipy's radius R = int(truncate * sigma + 0.5)
     t = (reach + 0.5) / sigma  # a box of exactly the pixels within R of a whole-pixel centre
@@ -637,12 +679,12 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
     target = xp.zeros(n, dtype=xp.int64) if image is None else image
     if border == "count":
         kernels = Kernels(x, y, sigma_x=sigma, image=target)
-        return _render(kind, kernels, out_shape, dtype, backend, normalize="count", truncate=t)
+        return Request(kind, kernels, out_shape, dict(normalize="count", truncate=t))
     # constant / reflect: each head's window sums to 1 before the border (scipy's normalisation).
     amplitude = 1.0 / (_window_sums(x, sigma, half, xp) * _window_sums(y, sigma, half, xp))
     if border == "constant":
         kernels = Kernels(x, y, sigma_x=sigma, amplitude=amplitude, image=target)
-        return _render(kind, kernels, out_shape, dtype, backend, normalize="peak", truncate=t)
+        return Request(kind, kernels, out_shape, dict(normalize="peak", truncate=t))
     copy_x, pos_x = _mirror_positions(x, half, width, xp)
     copy_y, pos_y = _mirror_positions(y, half, height, xp)
     # Every pair of an x copy and a y copy of the same head (copies come sorted by head).
@@ -653,7 +695,7 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
     pair_y = starts[pair_x] + offsets
     head = copy_x[pair_x]
     kernels = Kernels(pos_x[pair_x], pos_y[pair_y], sigma_x=sigma[head], amplitude=amplitude[head], image=target[head])
-    return _render(kind, kernels, out_shape, dtype, backend, normalize="peak", truncate=t[head])
+    return Request(kind, kernels, out_shape, dict(normalize="peak", truncate=t[head]))
 
 
 def _host_ints(counts):

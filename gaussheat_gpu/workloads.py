@@ -14,7 +14,13 @@ W4        pose targets: 64 x 256x256, 17 sub-pixel keypoints per image, sigma 2,
 W5        crowd density: 1024x768 (W x H), 2000 heads, sigma in [1, 15], sum, count, t=3
 W6        splats: 1024x1024, 100,000 rotated anisotropic Gaussians, sigma in [0.5, 4], sum, t=3
 G1-map    GPU: 16384x16384, 1,000,000 kernels, sigma in [1, 8], sum, t=3
+W8        pose batch through ``targets.keypoint_heatmaps``: 64 images x 1-10 people x 17 keypoints, 64x48, MSRA
+W9        detection batch through ``targets.center_heatmaps``: 32 images x 50 boxes, 80 classes, 128x128
+W10       crowd through ``targets.density_map(sigma="adaptive")``: 2,000 heads on 1024x768, CSRNet's borders
 ========  ==========================================================================================
+
+W8-W10 carry the helper call (:attr:`Workload.helper`); their kernels, shape and options are what
+the helper renders, so ``Workload.render`` is the bare render call the helper makes.
 
 W1 and W2 are exact (``truncate=None``) because the code they come from evaluates every pixel: at
 the default ``truncate=4`` the seed's wide kernel would lose ~4e-5 of the peak at the box edge, and
@@ -33,7 +39,7 @@ from .kernel_set import FIELDS, Kernels
 
 __all__ = [
     "Workload", "w1_seed", "w2_accepted_answer", "w3_large_exact", "w4_pose", "w5_crowd",
-    "w6_splats", "g1_large_map", "seed_workload", "seed_loop", "centre_crop", "cpu_workloads",
+    "w6_splats", "g1_large_map", "w8_pose_targets", "w9_center_targets", "w10_crowd_adaptive", "seed_workload", "seed_loop", "centre_crop", "cpu_workloads",
     "gpu_workloads", "build", "CPU_IDS", "GPU_IDS",
 ]
 
@@ -54,6 +60,9 @@ class Workload:
         Output shape ``(..., H, W)``.
     options : dict
         ``combine``, ``normalize``, ``truncate`` and ``extent`` for :func:`gaussheat_gpu.render`.
+    helper : tuple (function, args, kwargs), optional
+        For the target workloads (W8-W10): the :mod:`gaussheat_gpu.targets` call that renders these
+        kernels from annotations (:meth:`run_helper`).
     """
 
     id: str
@@ -61,6 +70,7 @@ class Workload:
     kernels: Kernels
     shape: tuple
     options: dict = field(default_factory=dict)
+    helper: tuple | None = None
 
     @property
     def n_pixels(self) -> int:
@@ -88,6 +98,21 @@ class Workload:
         """
         return render(self.kernels, self.shape, backend=backend, dtype=dtype, out=out, **self.options)
 
+    def run_helper(self, backend="auto", dtype="float32"):
+        """The target helper's call on the workload's annotations; its map (the same pixels as
+        :meth:`render`).
+
+        Raises
+        ------
+        ValueError
+            The workload has no helper.
+        """
+        if self.helper is None:
+            raise ValueError(f"workload {self.id} renders kernels directly: it has no target helper")
+        function, args, kwargs = self.helper
+        result = function(*args, backend=backend, dtype=dtype, **kwargs)
+        return result[0] if isinstance(result, tuple) else result
+
     def reference(self) -> np.ndarray:
         """The float64 NumPy rendering that every backend and baseline is checked against."""
         return self.render(backend="numpy", dtype="float64")
@@ -107,8 +132,11 @@ class Workload:
         """
         columns = {name: getattr(self.kernels, name)[index] for name in FIELDS}
         kept = Kernels(**columns)
+        options = dict(self.options)
+        if isinstance(options.get("truncate"), np.ndarray):  # one truncate per kernel
+            options["truncate"] = options["truncate"][index]
         return Workload(self.id, f"{self.title} [{len(kept)} of {len(self.kernels)} kernels]", kept,
-                        self.shape, dict(self.options))
+                        self.shape, options)
 
 
 def _options(combine="sum", normalize="pdf", truncate=4.0, extent=None) -> dict:
@@ -266,7 +294,93 @@ def g1_large_map(size=16384, n_kernels=1_000_000, seed=7) -> Workload:
                     (size, size), _options(truncate=3.0))
 
 
-CPU_IDS = ("W1", "W2", "W3", "W4", "W5", "W6")
+# -- training targets through the helpers (W8-W10) ----------------------------------------------
+
+def _target_workload(id, title, request, function, args, kwargs) -> Workload:
+    return Workload(id, title, request.kernels, request.shape, _options(**request.options),
+                    helper=(function, args, kwargs))
+
+
+def w8_pose_targets(n_images=64, max_people=10, n_keypoints=17, heatmap_size=(48, 64), input_size=(192, 256),
+                    sigma=2.0, seed=8) -> Workload:
+    """W8: a pose batch through ``targets.keypoint_heatmaps`` (mmpose MSRA, sigma 2, 192x256 -> 48x64).
+
+    Each image holds 1 to ``max_people`` people of ``n_keypoints`` sub-pixel keypoints (float32,
+    anywhere in the input and up to 8 px outside it), 80% of them visible.
+
+    Returns
+    -------
+    Workload
+        Shape ``(n_images, n_keypoints, H, W)``; :attr:`Workload.helper` is the helper call.
+    """
+    from . import targets
+
+    rng = np.random.default_rng(seed)
+    people = rng.integers(1, max_people + 1, n_images)
+    n = int(people.sum())
+    width, height = input_size
+    keypoints = np.stack([rng.uniform(-8, width + 8, (n, n_keypoints)),
+                          rng.uniform(-8, height + 8, (n, n_keypoints))], axis=-1).astype(np.float32)
+    visible = (rng.random((n, n_keypoints)) < 0.8).astype(np.float32)
+    image = np.repeat(np.arange(n_images), people)
+    kwargs = dict(visible=visible, image=image, n_images=n_images, input_size=input_size)
+    request = targets.keypoint_request(keypoints, heatmap_size, sigma, **kwargs)
+    return _target_workload("W8", f"pose targets: {n_images} images x 1-{max_people} people x {n_keypoints} "
+                            f"keypoints, {heatmap_size[1]}x{heatmap_size[0]}, MSRA sigma {sigma:g}", request,
+                            targets.keypoint_heatmaps, (keypoints, heatmap_size, sigma), kwargs)
+
+
+def w9_center_targets(n_images=32, n_boxes=50, n_classes=80, size=128, input_size=512, seed=9) -> Workload:
+    """W9: a detection batch through ``targets.center_heatmaps`` (CenterNet, mmdet's radius, IoU 0.3).
+
+    ``n_boxes`` boxes per image in ``input_size`` pixels (sides 8 to ``input_size / 2``, clipped
+    to the image), random classes; heatmaps ``size`` x ``size`` (down-sampling 4 by default).
+
+    Returns
+    -------
+    Workload
+        Shape ``(n_images, n_classes, size, size)``.
+    """
+    from . import targets
+
+    rng = np.random.default_rng(seed)
+    m = n_images * n_boxes
+    x1, y1 = rng.uniform(0, input_size - 8, m), rng.uniform(0, input_size - 8, m)
+    x2 = np.minimum(x1 + rng.uniform(8, input_size / 2, m), input_size - 1)
+    y2 = np.minimum(y1 + rng.uniform(8, input_size / 2, m), input_size - 1)
+    boxes, labels = np.column_stack([x1, y1, x2, y2]), rng.integers(0, n_classes, m)
+    kwargs = dict(image=np.repeat(np.arange(n_images), n_boxes), n_images=n_images,
+                  input_size=(input_size, input_size))
+    request = targets.center_request(boxes, labels, n_classes, (size, size), **kwargs)
+    return _target_workload("W9", f"centre targets: {n_images} images x {n_boxes} boxes, {n_classes} classes, "
+                            f"{size}x{size}", request, targets.center_heatmaps,
+                            (boxes, labels, n_classes, (size, size)), kwargs)
+
+
+def w10_crowd_adaptive(width=1024, height=768, n_points=2000, seed=10) -> Workload:
+    """W10: a crowd through ``targets.density_map(sigma="adaptive", border="constant")``: CSRNet's map.
+
+    Heads on distinct whole pixels (CSRNet's delta image holds one head per pixel); sigma 0.3 x
+    the mean distance to the 3 nearest heads; scipy's window (truncate 4) and ``mode="constant"``.
+
+    Returns
+    -------
+    Workload
+        Shape ``(height, width)``.
+    """
+    from . import targets
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.choice(width * height, n_points, replace=False)
+    points = np.column_stack([pixels % width, pixels // width]).astype(np.float64)
+    kwargs = dict(sigma="adaptive", border="constant")
+    request = targets.density_request(points, (height, width), **kwargs)
+    return _target_workload("W10", f"crowd: {width}x{height}, {n_points} heads, adaptive sigma, CSRNet borders",
+                            request, targets.density_map, (points, (height, width)), kwargs)
+
+
+CPU_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9", "W10")
+TARGET_IDS = ("W8", "W9", "W10")
 GPU_IDS = ("W3", "W4x4", "W6", "G1-map")
 
 # Sizes small enough for `make test` (each renders in milliseconds) yet with every feature of
@@ -278,16 +392,19 @@ _TINY = {
     "W5": dict(width=96, height=64, n_points=40),
     "W6": dict(size=96, n_splats=400),
     "G1-map": dict(size=256, n_kernels=2000),
+    "W8": dict(n_images=3, max_people=4),
+    "W9": dict(n_images=2, n_boxes=12, n_classes=5, size=32),
+    "W10": dict(width=96, height=64, n_points=60),
 }
 _BUILDERS = {
     "W1": w1_seed, "W2": w2_accepted_answer, "W3": w3_large_exact, "W4": w4_pose, "W5": w5_crowd,
     "W6": w6_splats, "W4x4": lambda **kw: w4_pose(**{"n_images": 256, "id": "W4x4", **kw}),
-    "G1-map": g1_large_map,
+    "G1-map": g1_large_map, "W8": w8_pose_targets, "W9": w9_center_targets, "W10": w10_crowd_adaptive,
 }
 
 
 def build(workload_id, tiny=False) -> Workload:
-    """One workload by id (``"W1"`` ... ``"W6"``, ``"W4x4"``, ``"G1-map"``), full size or tiny.
+    """One workload by id (``"W1"`` ... ``"W10"``, ``"W4x4"``, ``"G1-map"``), full size or tiny.
 
     Raises
     ------
@@ -304,7 +421,7 @@ def _build(ids, tiny) -> dict:
 
 
 def cpu_workloads(tiny=False) -> dict:
-    """W1-W6 by id, at full size or (``tiny=True``) small enough for the test suite.
+    """W1-W6 and W8-W10 by id, at full size or (``tiny=True``) small enough for the test suite.
 
     Returns
     -------

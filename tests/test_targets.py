@@ -1,18 +1,24 @@
 """gaussheat_gpu.targets against reference loops written from mmpose's, CenterNet's and CSRNet's
-published formulas (tests/reference_targets.py), on every backend; each documented quirk decision
+published formulas (bench/target_loops.py, also the W8-W10 baselines), on every backend; each documented quirk decision
 is pinned here."""
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.ndimage
 
-from gaussheat_gpu._xp import to_host
-from gaussheat_gpu.targets import (adaptive_sigma, center_heatmaps, density_map, gaussian_radius,
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ is a package at the repository root, not installed
+    sys.path.insert(0, str(ROOT))
+
+from bench.target_loops import (blurred_deltas, centernet_targets, csrnet_sigmas, mmpose_dark,  # noqa: E402
+                                mmpose_msra, mmpose_udp, radius_loop)
+from gaussheat_gpu._xp import to_host  # noqa: E402
+from gaussheat_gpu.targets import (adaptive_sigma, center_heatmaps, density_map, gaussian_radius,  # noqa: E402
                                    keypoint_heatmaps)
-from reference_targets import (blurred_deltas, centernet_targets, csrnet_sigmas, mmpose_dark, mmpose_msra,
-                               mmpose_udp, radius_loop)
 
 INPUT, HEATMAP = (192, 256), (48, 64)  # mmpose's most common top-down configuration (W, H)
 

@@ -1,9 +1,10 @@
-"""Reference target generators written from the published formulas, as plain per-item loops.
+"""Target generators as users run them today, written from the published formulas as per-item loops.
 
 mmpose (``mmpose/codecs/utils/gaussian_heatmap.py``: MSRA, UDP, DARK), CenterNet (``draw_umich_gaussian``
 and ``gaussian_radius``, original and CornerNet-corrected roots) and CSRNet (k-nearest-neighbour
 sigma, a delta image blurred with ``scipy.ndimage.gaussian_filter`` per head). They share no code
-with the library; the tests check the library's helpers against them.
+with the library: tests/test_targets.py checks :mod:`gaussheat_gpu.targets` against them, and the
+W8-W10 benchmarks time them as baselines (bench/baselines.py).
 """
 
 import math
@@ -160,11 +161,11 @@ def csrnet_sigmas(points, shape, k=3, beta=0.3):
     return beta * distances[:, 1:].mean(axis=1)
 
 
-def blurred_deltas(points, sigmas, shape, mode, truncate=4.0):
-    """CSRNet's recipe: one delta image per head, gaussian_filter, summed (float64)."""
-    density = np.zeros(shape)
+def blurred_deltas(points, sigmas, shape, mode, truncate=4.0, dtype=np.float64):
+    """CSRNet's recipe: one delta image per head, gaussian_filter, summed (CSRNet: float32)."""
+    density = np.zeros(shape, dtype=dtype)
     for (x, y), sigma in zip(points, sigmas):
-        delta = np.zeros(shape)
+        delta = np.zeros(shape, dtype=dtype)
         delta[int(y), int(x)] = 1.0
         density += scipy.ndimage.gaussian_filter(delta, sigma, mode=mode, truncate=truncate)
     return density
