@@ -1,4 +1,4 @@
-"""Command line: ``gaussheat demo`` and ``gaussheat info`` (also ``python -m gaussheat_gpu``)."""
+"""Command line: ``gaussheat demo``, ``gaussheat info`` and ``gaussheat render`` (also ``python -m gaussheat_gpu``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from importlib import metadata
 
-from . import __version__, backends, render
+from . import __version__, backends, cli_render, render
 from .workloads import seed_loop, seed_workload
 
 CROP = 64  # the seed's Python loop is timed on a CROP x CROP corner and scaled by pixel count
@@ -34,9 +34,12 @@ def main(argv=None) -> int:
     demo.add_argument("--output", default="seed.png", help="PNG file to write (default seed.png)")
     demo.add_argument("--repeat", type=int, default=20, help="timed calls per backend (default 20)")
     commands.add_parser("info", help="version, backends that can run here and why the others cannot, devices")
+    cli_render.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo(args.output, args.repeat)
+    if args.command == "render":
+        return cli_render.run(args)
     return run_info()
 
 

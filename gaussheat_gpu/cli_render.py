@@ -1,0 +1,358 @@
+"""``gaussheat render INPUT -o OUTPUT``: a table of kernels in, a heatmap file out.
+
+Inputs: CSV (a header naming the :class:`~gaussheat_gpu.Kernels` columns ``x, y, sigma`` or
+``sigma_x``, and optionally ``sigma_y, theta, amplitude, image``), JSON (an object of columns or a
+list of row objects), NPY (a structured array with those field names, or an ``(N, k)`` array in
+that column order) and NPZ (one array per column), all read without pickles. Outputs, by extension:
+PNG (exactly H x W pixels through a colormap), NPY (the array as rendered) and TIFF (float32, one
+page per image; written here, uncompressed, no dependency).
+
+A malformed input is refused with its file, line and column and exit status 2; a failed run
+leaves no output file (the output is written under a temporary name in the same directory, then
+renamed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .api import render
+from .kernel_set import FIELDS, Kernels
+from .planning import COMBINES, NORMALIZES
+
+OUTPUT_SUFFIXES = (".png", ".npy", ".tif", ".tiff")
+CHUNK_KERNELS = 20_000  # kernels per render call when a render may need a progress bar
+PROGRESS_AFTER_S = 1.0
+
+
+class InputError(ValueError):
+    """A malformed input file; the message starts with ``file:line:column:`` where known."""
+
+
+def add_parser(commands):
+    """Add the ``render`` sub-command to an ``argparse`` sub-parsers object."""
+    p = commands.add_parser("render", help="render a CSV/JSON/NPY/NPZ table of kernels to PNG, NPY or TIFF",
+                            description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+    p.add_argument("input", help="kernels: .csv, .json, .npy or .npz")
+    p.add_argument("-o", "--output", required=True, help="heatmap file: .png, .npy, .tif or .tiff")
+    p.add_argument("--shape", help="output shape HxW or BxHxW (default: the pixel grid holding every centre)")
+    p.add_argument("--extent", help="x0,x1,y0,y1: coordinates of the first and last pixel centres")
+    p.add_argument("--combine", choices=COMBINES, default="sum")
+    p.add_argument("--normalize", choices=NORMALIZES, default="pdf")
+    p.add_argument("--truncate", default="4", help="support radius in sigmas, or 'none' (default 4)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--backend", default="auto", help="auto, cupy, numba or numpy")
+    p.add_argument("--cmap", default="inferno", help="PNG colormap (matplotlib's names; 'gray' needs no matplotlib)")
+    p.add_argument("--vmin", type=float, help="PNG: value at the bottom of the colormap (default the minimum)")
+    p.add_argument("--vmax", type=float, help="PNG: value at the top of the colormap (default the maximum)")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress bar on stderr: auto shows it once a render has taken a second")
+    return p
+
+
+def run(args) -> int:
+    """Run ``gaussheat render``; errors in the input or options exit with status 2, no traceback."""
+    try:
+        output = Path(args.output)
+        if output.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise InputError(f"{output}: unknown output type {output.suffix!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        kernels = read_kernels(args.input)
+        shape = _parse_shape(args.shape, kernels)
+        extent = _parse_floats(args.extent, 4, "--extent") if args.extent else None
+        truncate = None if args.truncate.strip().lower() == "none" else _parse_floats(args.truncate, 1, "--truncate")[0]
+        if output.suffix.lower() == ".png" and len(shape) != 2:
+            raise InputError(f"{output}: a PNG holds one image; --shape {args.shape} makes {math.prod(shape[:-2])}")
+        start = time.perf_counter()
+        heat = render_with_progress(kernels, shape, args.progress, combine=args.combine, normalize=args.normalize,
+                                    truncate=truncate, extent=extent, dtype=args.dtype, backend=args.backend)
+        heat = heat.get() if hasattr(heat, "get") else heat
+        write_atomically(output, lambda path: _write(path, heat, args))
+    except (InputError, ValueError, TypeError, OSError, ImportError) as exc:
+        print(f"gaussheat render: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {output} ({' x '.join(map(str, shape))}, {args.dtype} render in "
+          f"{time.perf_counter() - start:.3g} s, max {float(np.max(heat)):.4g})")
+    return 0
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+def read_kernels(path) -> Kernels:
+    """Kernels from a CSV, JSON, NPY or NPZ file (no pickles).
+
+    Raises
+    ------
+    InputError
+        The file is malformed: the message gives the file, line and column where known.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    readers = {".csv": _read_csv, ".json": _read_json, ".npy": _read_npy, ".npz": _read_npz}
+    if suffix not in readers:
+        raise InputError(f"{path}: unknown input type {suffix!r}; use .csv, .json, .npy or .npz")
+    columns, where = readers[suffix](path)
+    try:
+        return Kernels.from_columns(columns)
+    except (ValueError, TypeError) as exc:
+        raise InputError(_locate(path, str(exc), where)) from None
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise InputError(f"{path}:1:1: empty file; expected a header naming the columns ({', '.join(FIELDS)})")
+    header = [name.strip() for name in rows[0]]
+    _check_names(path, header, lambda i: f"1:{_csv_column(rows[0], i)}")
+    values = np.empty((len(rows) - 1, len(header)))
+    lines = []
+    for r, row in enumerate(rows[1:]):
+        line = r + 2
+        lines.append(line)
+        if len(row) != len(header):
+            raise InputError(f"{path}:{line}:1: {len(row)} fields, but the header names {len(header)}")
+        for c, text in enumerate(row):
+            try:
+                values[r, c] = float(text)
+            except ValueError:
+                raise InputError(f"{path}:{line}:{_csv_column(row, c)}: cannot read {text.strip()!r} as a number "
+                                 f"(column {header[c]!r})") from None
+    columns = {name: values[:, c] for c, name in enumerate(header)}
+    return columns, dict(lines=lines, header=header, rows=rows)
+
+
+def _csv_column(row, index):
+    """1-based character column of field ``index`` in a CSV row (commas between plain fields)."""
+    return 1 + sum(len(field) + 1 for field in row[:index])
+
+
+def _read_json(path):
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}:{exc.colno}: {exc.msg}") from None
+    if isinstance(data, list):
+        if not all(isinstance(item, dict) for item in data):
+            raise InputError(f"{path}: a JSON list must hold one object per kernel, e.g. {{\"x\": 1, \"y\": 2, \"sigma\": 3}}")
+        names = list(dict.fromkeys(name for item in data for name in item))
+        _check_names(path, names, lambda i: None)
+        for k, item in enumerate(data):
+            missing = [name for name in names if name not in item]
+            if missing:
+                raise InputError(f"{path}: kernel {k} (entry {k} of the list) has no {', '.join(missing)}")
+        columns = {name: [item[name] for item in data] for name in names}
+    elif isinstance(data, dict):
+        _check_names(path, list(data), lambda i: None)
+        columns = data
+    else:
+        raise InputError(f"{path}: expected a JSON object of columns or a list of kernel objects")
+    for name, values in columns.items():
+        values = values if isinstance(values, list) else [values]
+        for k, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InputError(f"{path}: kernel {k}: {name} = {v!r} is not a number")
+    return columns, dict(json=True)
+
+
+def _read_npy(path):
+    array = _load(path, np.load)
+    if array.dtype.names:
+        return {name: array[name] for name in array.dtype.names}, {}
+    if array.ndim != 2 or not 2 < array.shape[1] <= len(FIELDS):
+        raise InputError(f"{path}: an unstructured NPY must be an (N, k) array with 3 <= k <= {len(FIELDS)} columns "
+                         f"in the order {', '.join(FIELDS)}; got shape {array.shape}")
+    return {name: array[:, i] for i, name in enumerate(FIELDS[:array.shape[1]])}, {}
+
+
+def _read_npz(path):
+    with _load(path, np.load) as archive:
+        return {name: archive[name] for name in archive.files}, {}
+
+
+def _load(path, loader):
+    try:
+        return loader(path, allow_pickle=False)
+    except ValueError as exc:  # object arrays (pickles) and malformed headers
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _check_names(path, names, where):
+    known = set(FIELDS) | {"sigma"}
+    for i, name in enumerate(names):
+        if name not in known:
+            place = where(i)
+            prefix = f"{path}:{place}" if place else f"{path}"
+            raise InputError(f"{prefix}: unknown column {name!r}; expected names from {', '.join(FIELDS)} (or sigma)")
+
+
+def _locate(path, message, where):
+    """Point a Kernels error ("sigma_x[3] = ... (kernel 3)") at its line and column in a CSV."""
+    found = re.search(r"^(\w+)\[(\d+)\]", message)
+    if found and "lines" in where:
+        field, k = found.group(1), int(found.group(2))
+        header = where["header"]
+        names = [("sigma_x" if n == "sigma" else n) for n in header]
+        column = names.index(field) if field in names else 0
+        line = where["lines"][k]
+        return f"{path}:{line}:{_csv_column(where['rows'][line - 1], column)}: {message}"
+    if found:
+        return f"{path}: kernel {found.group(2)}: {message}"
+    return f"{path}: {message}"
+
+
+def _parse_floats(text, count, option):
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected {count} comma-separated number(s)") from None
+    if len(values) != count:
+        raise InputError(f"{option} {text!r}: expected {count} comma-separated number(s), got {len(values)}")
+    return values
+
+
+def _parse_shape(text, kernels):
+    if text is None:  # the pixel grid that holds every centre (and every image)
+        if not len(kernels):
+            raise InputError("no kernels: give --shape")
+        width = int(math.floor(max(float(kernels.x.max()), 0.0))) + 1
+        height = int(math.floor(max(float(kernels.y.max()), 0.0))) + 1
+        n_images = int(kernels.image.max()) + 1
+        return (height, width) if n_images == 1 else (n_images, height, width)
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--shape {text!r}: expected HxW or BxHxW, e.g. 512x768") from None
+    if len(dims) not in (2, 3) or min(dims) <= 0:
+        raise InputError(f"--shape {text!r}: expected HxW or BxHxW with positive sizes")
+    return dims
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+def render_with_progress(kernels, shape, progress="auto", *, stream=None, **options):
+    """``render`` in kernel chunks (accumulated), with a progress bar on ``stream`` (stderr) once
+    the render has taken ``PROGRESS_AFTER_S`` (``progress="always"``: from the start).
+
+    Chunks combine into one output with ``accumulate=True``: sum, max and por give the one call's
+    pixels (float rounding aside), and ``count``/``integral`` values are per kernel.
+    """
+    stream = stream or sys.stderr
+    n = len(kernels)
+    if progress == "never" or n <= CHUNK_KERNELS:
+        heat = render(kernels, shape, **options)
+        if progress == "always":
+            _bar(stream, 1, 1, 0.0, done=True)
+        return heat
+    columns = kernels.as_dict()
+    truncate = options.pop("truncate")
+    start = time.perf_counter()
+    bounds = list(range(0, n, CHUNK_KERNELS)) + [n]
+    heat, shown = None, progress == "always"
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        part = Kernels(**{name: values[lo:hi] for name, values in columns.items()})
+        t = truncate[lo:hi] if isinstance(truncate, np.ndarray) else truncate
+        heat = render(part, shape, truncate=t, out=heat, accumulate=heat is not None, **options)
+        elapsed = time.perf_counter() - start
+        shown = shown or elapsed > PROGRESS_AFTER_S
+        if shown:
+            _bar(stream, i + 1, len(bounds) - 1, elapsed, done=hi == n)
+    return heat
+
+
+def _bar(stream, done_chunks, chunks, elapsed, done, width=30):
+    filled = int(width * done_chunks / chunks)
+    stream.write(f"\rrendering [{'#' * filled}{'.' * (width - filled)}] {100 * done_chunks // chunks:3d}% "
+                 f"{elapsed:6.1f} s")
+    if done:
+        stream.write("\n")
+    stream.flush()
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+def write_atomically(path, write):
+    """Call ``write(temporary_path)`` for a file next to ``path``, then rename it to ``path``.
+
+    Nothing is left behind when ``write`` fails.
+    """
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.",
+                                     suffix=".part")
+    os.close(fd)
+    try:
+        write(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # what open() would have given (mkstemp makes it private)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _write(path, heat, args):
+    suffix = Path(args.output).suffix.lower()
+    if suffix == ".npy":
+        with open(path, "wb") as f:
+            np.save(f, heat)
+    elif suffix == ".png":
+        from .plot import to_rgba
+
+        write_png(path, to_rgba(heat, args.cmap, args.vmin, args.vmax))
+    else:
+        write_tiff(path, heat)
+
+
+def write_png(path, rgba):
+    """Write an ``(H, W, 4)`` uint8 array as an 8-bit RGBA PNG (zlib, no dependency)."""
+    height, width = rgba.shape[:2]
+    raw = b"".join(b"\x00" + rgba[r].tobytes() for r in range(height))  # filter type 0 per row
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)))
+        f.write(chunk(b"IDAT", zlib.compress(raw, 6)))
+        f.write(chunk(b"IEND", b""))
+
+
+def write_tiff(path, heat):
+    """Write ``(H, W)`` or ``(B, H, W)`` as an uncompressed little-endian float32 TIFF, one page
+    per image (baseline TIFF 6.0 with SampleFormat 3, IEEE floating point)."""
+    pages = np.asarray(heat, dtype="<f4").reshape(-1, heat.shape[-2], heat.shape[-1])
+    height, width = pages.shape[1:]
+    page_bytes = height * width * 4
+    n_tags = 10
+    ifd_bytes = 2 + 12 * n_tags + 4
+    with open(path, "wb") as f:
+        f.write(b"II*\x00" + struct.pack("<I", 8))
+        offset = 8
+        for i, page in enumerate(pages):
+            data_offset = offset + ifd_bytes
+            next_ifd = data_offset + page_bytes if i + 1 < len(pages) else 0
+            tags = [(256, 4, width), (257, 4, height), (258, 3, 32), (259, 3, 1), (262, 3, 1),
+                    (273, 4, data_offset), (277, 3, 1), (278, 4, height), (279, 4, page_bytes), (339, 3, 3)]
+            f.write(struct.pack("<H", n_tags))
+            for tag, kind, value in tags:  # SHORT values sit left-justified in the 4-byte field
+                f.write(struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3
+                                                            else struct.pack("<I", value)))
+            f.write(struct.pack("<I", next_ifd))
+            f.write(page.tobytes())
+            offset = data_offset + page_bytes
+

@@ -1,0 +1,161 @@
+"""``gaussheat render``: kernel tables in, PNG / NPY / TIFF out; malformed inputs refused with
+file, line and column, exit status 2, and no output file left behind."""
+
+import json
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+import gaussheat_gpu as gh
+from gaussheat_gpu import cli_render
+from gaussheat_gpu.plot import to_rgba
+
+
+def gaussheat(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "gaussheat_gpu", "render", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def table(n, seed=0, width=640, height=480):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.uniform(0, width, n).round(3), "y": rng.uniform(0, height, n).round(3),
+            "sigma_x": rng.uniform(1, 6, n).round(3), "sigma_y": rng.uniform(1, 6, n).round(3),
+            "theta": rng.uniform(0, 3, n).round(3), "amplitude": rng.uniform(0.5, 1, n).round(3)}
+
+
+def write_csv(path, columns):
+    names = list(columns)
+    lines = [",".join(names)] + [",".join(repr(float(columns[n][i])) for n in names)
+                                 for i in range(len(columns[names[0]]))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def read_png(path):
+    """(H, W, 4) uint8 from an 8-bit RGBA PNG with filter 0 (what the writer makes)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        chunks[kind] = chunks.get(kind, b"") + data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    width, height = int.from_bytes(chunks[b"IHDR"][:4], "big"), int.from_bytes(chunks[b"IHDR"][4:8], "big")
+    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(height, 1 + 4 * width)
+    assert not raw[:, 0].any()
+    return raw[:, 1:].reshape(height, width, 4)
+
+
+def test_ten_thousand_kernels_from_csv_to_png_and_npy(tmp_path):
+    columns = table(10_000)
+    write_csv(tmp_path / "k.csv", columns)
+    for output in ("k.png", "k.npy"):
+        result = gaussheat("k.csv", "-o", output, "--shape", "480x640", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"wrote {output} (480 x 640" in result.stdout
+    expected = gh.render(gh.Kernels.from_columns(columns), (480, 640), backend="numpy")
+    heat = np.load(tmp_path / "k.npy")
+    assert heat.shape == (480, 640) and heat.dtype == np.float32
+    assert np.abs(heat - expected).max() <= 1e-5 * expected.max()
+    png = read_png(tmp_path / "k.png")
+    assert png.shape == (480, 640, 4)  # exactly H x W pixels
+    np.testing.assert_array_equal(png, to_rgba(heat, "inferno"))
+
+
+def test_tiff_is_float32_pages_readable_by_pillow(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 50
+    data = np.column_stack([rng.uniform(0, 30, n), rng.uniform(0, 20, n), rng.uniform(1, 3, n),
+                            rng.integers(0, 3, n)])
+    np.save(tmp_path / "k.npy", np.rec.fromarrays(data.T, names="x,y,sigma_x,image"))
+    result = gaussheat("k.npy", "-o", "k.tif", "--shape", "3x20x30", "--normalize", "peak", "--combine", "max",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = gh.render(gh.Kernels(data[:, 0], data[:, 1], data[:, 2], image=data[:, 3].astype(int)), (3, 20, 30),
+                         normalize="peak", combine="max", backend="numpy")
+    Image = pytest.importorskip("PIL.Image", reason="Pillow reads the TIFF back (any TIFF reader would do)")
+    with Image.open(tmp_path / "k.tif") as tif:
+        assert tif.n_frames == 3
+        for page in range(3):
+            tif.seek(page)
+            assert tif.mode == "F" and tif.size == (30, 20)
+            assert np.abs(np.array(tif) - expected[page]).max() <= 1e-6 * expected.max()
+
+
+def test_json_npz_and_options(tmp_path):
+    columns = table(30, width=40, height=30)
+    (tmp_path / "rows.json").write_text(json.dumps([{k: float(v[i]) for k, v in columns.items()} for i in range(30)]))
+    (tmp_path / "cols.json").write_text(json.dumps({k: v.tolist() for k, v in columns.items()}))
+    np.savez(tmp_path / "k.npz", **columns)
+    expected = gh.render(gh.Kernels.from_columns(columns), (30, 40), combine="por", normalize="peak", truncate=None,
+                         extent=(0, 20, 0, 15), dtype="float64", backend="numpy")
+    for source in ("rows.json", "cols.json", "k.npz"):
+        result = gaussheat(source, "-o", "out.npy", "--shape", "30x40", "--combine", "por", "--normalize", "peak",
+                           "--truncate", "none", "--extent", "0,20,0,15", "--dtype", "float64", "--backend", "numpy",
+                           cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        heat = np.load(tmp_path / "out.npy")
+        assert heat.dtype == np.float64 and np.abs(heat - expected).max() <= 1e-12
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bad.csv", "x,y,sigma\n1,2,3\n4,5,abc\n", r"bad.csv:3:5: cannot read 'abc' as a number \(column 'sigma'\)"),
+    ("bad.csv", "x,y,sigma\n1,2,3\n4,5\n", r"bad.csv:3:1: 2 fields, but the header names 3"),
+    ("bad.csv", "x,y,sigmax\n1,2,3\n", r"bad.csv:1:5: unknown column 'sigmax'"),
+    ("bad.csv", "x,y,sigma\n1,2,3\n4,5,-1\n", r"bad.csv:3:5: sigma_x\[1\] = -1.0 must be > 0"),
+    ("bad.csv", "", r"bad.csv:1:1: empty file"),
+    ("bad.json", '{"x": [1, 2],\n "y": [1 2]}', r"bad.json:2:10: Expecting ','"),
+    ("bad.json", '[{"x": 1, "y": 2, "sigma": "3"}]', r"bad.json: kernel 0: sigma = '3' is not a number"),
+])
+def test_malformed_input_is_refused_with_its_place_and_no_output(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    result = gaussheat(name, "-o", "out.png", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert __import__("re").search(message, result.stderr), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no output, no temporary file
+
+
+def test_pickled_npy_is_refused(tmp_path):
+    np.save(tmp_path / "k.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    result = gaussheat("k.npy", "-o", "out.npy", cwd=tmp_path)
+    assert result.returncode == 2 and "allow_pickle=False" in result.stderr
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    def fail(path):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cli_render.write_atomically(tmp_path / "out.npy", fail)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_shape_holds_every_centre_and_png_needs_one_image(tmp_path):
+    write_csv(tmp_path / "k.csv", {"x": [3.5, 10.0], "y": [7.2, 1.0], "sigma": [1.0, 2.0], "image": [0, 1]})
+    result = gaussheat("k.csv", "-o", "k.npy", cwd=tmp_path)
+    assert result.returncode == 0 and np.load(tmp_path / "k.npy").shape == (2, 8, 11)
+    result = gaussheat("k.csv", "-o", "k.png", cwd=tmp_path)
+    assert result.returncode == 2 and "a PNG holds one image" in result.stderr
+
+
+def test_progress_bar_over_chunks_gives_the_one_call_result(monkeypatch):
+    import io
+
+    monkeypatch.setattr(cli_render, "CHUNK_KERNELS", 40)
+    columns = table(170, width=60, height=50)
+    kernels = gh.Kernels.from_columns(columns)
+    stream = io.StringIO()
+    for combine in ("sum", "max", "por"):
+        options = dict(combine=combine, normalize="peak", truncate=3.0, backend="numpy", dtype="float64")
+        amplitude = 0.9 if combine == "por" else None
+        k = kernels if amplitude is None else gh.Kernels.from_columns(columns | {"amplitude": np.full(170, 0.9)})
+        chunked = cli_render.render_with_progress(k, (50, 60), "always", stream=stream, **options)
+        np.testing.assert_allclose(chunked, gh.render(k, (50, 60), **options), rtol=1e-12, atol=1e-15)
+    assert stream.getvalue().count("100%") == 3 and "rendering [" in stream.getvalue()
