@@ -31,15 +31,9 @@ def mmpose_msra(heatmap_size, keypoints, visible, sigma):
         x0 = y0 = size // 2
         gaussian = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * s ** 2))
         for j in range(k):
-            if visible[i, j] < 0.5:
-                continue
-            mu = (keypoints[i, j] + 0.5).astype(np.int64)
-            left, top = (mu - radius).astype(np.int64)
-            right, bottom = (mu + radius + 1).astype(np.int64)
-            if left >= width or top >= height or right < 0 or bottom < 0:
-                weights[i, j] = 0
-                continue
-            _max_into(heatmaps[j], gaussian, left, top, right, bottom)
+            window = _window(keypoints[i, j], visible[i, j], radius, width, height, weights, (i, j))
+            if window is not None:
+                _max_into(heatmaps[j], gaussian, *window[1:])
     return heatmaps, weights
 
 
@@ -55,19 +49,29 @@ def mmpose_udp(heatmap_size, keypoints, visible, sigma):
     y = x[:, None]
     for i in range(n):
         for j in range(k):
-            if visible[i, j] < 0.5:
+            window = _window(keypoints[i, j], visible[i, j], radius, width, height, weights, (i, j))
+            if window is None:
                 continue
-            mu = (keypoints[i, j] + 0.5).astype(np.int64)
-            left, top = (mu - radius).astype(np.int64)
-            right, bottom = (mu + radius + 1).astype(np.int64)
-            if left >= width or top >= height or right < 0 or bottom < 0:
-                weights[i, j] = 0
-                continue
+            mu = window[0]
             x0 = size // 2 + keypoints[i, j, 0] - mu[0]
             y0 = size // 2 + keypoints[i, j, 1] - mu[1]
             gaussian = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
-            _max_into(heatmaps[j], gaussian, left, top, right, bottom)
+            _max_into(heatmaps[j], gaussian, *window[1:])
     return heatmaps, weights
+
+
+def _window(keypoint, visible, radius, width, height, weights, index):
+    """mmpose's rounded centre and window ``(mu, left, top, right, bottom)``, or None (not drawn;
+    the weight is zeroed when the window misses the map by mmpose's test)."""
+    if visible < 0.5:
+        return None
+    mu = (keypoint + 0.5).astype(np.int64)
+    left, top = (mu - radius).astype(np.int64)
+    right, bottom = (mu + radius + 1).astype(np.int64)
+    if left >= width or top >= height or right < 0 or bottom < 0:
+        weights[index] = 0
+        return None
+    return mu, left, top, right, bottom
 
 
 def _max_into(heatmap, gaussian, left, top, right, bottom):

@@ -200,6 +200,23 @@ def _first_bad_index(values, bad, xp, requirement, item, name="image"):
         raise ValueError(f"{name}[{i}] = {values[i].item()!r} {requirement} ({item} {i}; {n} bad in all)")
 
 
+def _per_item(value, kind, n, item, name):
+    """A number or one per item, as a float64 array of shape (n,) on ``kind.xp``."""
+    values = _same_place(value, kind, name).astype(kind.xp.float64)
+    if values.ndim == 0:
+        values = kind.xp.full(n, float(values))
+    if values.shape != (n,):
+        raise ValueError(f"{name} has shape {tuple(values.shape)}; give one number or one per {item}, shape ({n},)")
+    return values
+
+
+def _positive_per_item(sigma, kind, n, item):
+    sigma = _per_item(sigma, kind, n, item, "sigma")
+    xp = kind.xp
+    _first_bad_index(sigma, ~(sigma > 0) | ~xp.isfinite(sigma), xp, "must be finite and > 0", item, "sigma")
+    return sigma
+
+
 def _empty(kind, shape, dtype):
     return kind.give(kind.xp.zeros(shape, dtype=dtype))
 
@@ -313,12 +330,7 @@ def keypoint_request(keypoints, heatmap_size, sigma, *, visible=None, image=None
     image, n_images = _batch(image, n, n_images, kind, "instance")
     shape = (k, height, width) if image is None else (n_images, k, height, width)
 
-    sigma = _same_place(sigma, kind, "sigma").astype(xp.float64)
-    if sigma.ndim == 0:
-        sigma = xp.full(n, float(sigma))
-    if sigma.shape != (n,):
-        raise ValueError(f"sigma has shape {tuple(sigma.shape)}; give one number or one per instance, shape ({n},)")
-    _first_bad_index(sigma, ~(sigma > 0) | ~xp.isfinite(sigma), xp, "must be finite and > 0", "instance", "sigma")
+    sigma = _positive_per_item(sigma, kind, n, "instance")
     if visible is None:
         visible = xp.ones((n, k), dtype=xp.float32)
     else:
@@ -502,14 +514,11 @@ def center_heatmaps(boxes, labels, num_classes, heatmap_size, *, image=None, n_i
 def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_images=None, input_size=None,
                    min_overlap=0.3, radius="cornernet", min_radius=0) -> Request:
     """The kernels, shape and options :func:`center_heatmaps` renders."""
-    boxes, kind = _adopt(boxes, "boxes")
+    boxes, kind = _finite_rows(boxes, "boxes", 4, "(M, 4) (x1, y1, x2, y2)", "box")
     xp = kind.xp
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (M, 4) (x1, y1, x2, y2), got {tuple(boxes.shape)}")
     m = int(boxes.shape[0])
-    boxes = boxes.astype(xp.float64)
-    _first_bad_row(boxes, ~xp.isfinite(boxes).all(axis=1), xp, "is not finite")
-    _first_bad_row(boxes, (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), xp, "has x2 < x1 or y2 < y1")
+    _first_bad_row(boxes, (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), xp, "has x2 < x1 or y2 < y1",
+                   "boxes", "box")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes <= 0:
         raise ValueError(f"num_classes = {num_classes!r} must be a positive integer")
     labels = _same_place(labels, kind, "labels")
@@ -531,11 +540,7 @@ def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_im
                             min_overlap, radius)
         r = xp.floor(r)
     else:
-        r = _same_place(radius, kind, "radius").astype(xp.float64)
-        if r.ndim == 0:
-            r = xp.full(m, float(r))
-        if r.shape != (m,):
-            raise ValueError(f"radius has shape {tuple(r.shape)}; expected one per box, shape ({m},)")
+        r = _per_item(radius, kind, m, "box", "radius")
         _first_bad_index(r, ~(r >= 0) | ~xp.isfinite(r) | (r != xp.floor(r)), xp, "must be an integer >= 0",
                          "box", "radius")
     r = xp.maximum(r, float(min_radius))
@@ -546,10 +551,20 @@ def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_im
     return Request(kind, kernels, shape, dict(combine="max", normalize="peak", truncate=(r + 0.5) / sigma))
 
 
-def _first_bad_row(boxes, bad, xp, requirement):
+def _finite_rows(value, name, columns, layout, item):
+    """``value`` as a float64 ``(M, columns)`` array of finite rows, and its kind."""
+    rows, kind = _adopt(value, name)
+    if rows.ndim != 2 or rows.shape[1] != columns:
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(rows.shape)}")
+    rows = rows.astype(kind.xp.float64)
+    _first_bad_row(rows, ~kind.xp.isfinite(rows).all(axis=1), kind.xp, "is not finite", name, item)
+    return rows, kind
+
+
+def _first_bad_row(rows, bad, xp, requirement, name, item):
     if bool(bad.any()):
         i = int(xp.nonzero(bad)[0][0])
-        raise ValueError(f"boxes[{i}] = {boxes[i].tolist()!r} {requirement} (box {i})")
+        raise ValueError(f"{name}[{i}] = {rows[i].tolist()!r} {requirement} ({item} {i})")
 
 
 # -- crowds: density maps -------------------------------------------------------------------------
@@ -635,16 +650,9 @@ def density_request(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None,
     """The kernels, shape and options :func:`density_map` renders."""
     if border not in BORDERS:
         raise ValueError(f"border = {border!r} is not one of {', '.join(map(repr, BORDERS))}")
-    points, kind = _adopt(points, "points")
+    points, kind = _finite_rows(points, "points", 2, "(N, 2) (x, y)", "point")
     xp = kind.xp
-    if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(f"points must have shape (N, 2) (x, y), got {tuple(points.shape)}")
     n = int(points.shape[0])
-    points = points.astype(xp.float64)
-    bad = ~xp.isfinite(points).all(axis=1)
-    if bool(bad.any()):
-        i = int(xp.nonzero(bad)[0][0])
-        raise ValueError(f"points[{i}] = {points[i].tolist()!r} is not finite (point {i})")
     try:
         height, width = (int(v) for v in shape)
     except (TypeError, ValueError):
@@ -663,12 +671,7 @@ def density_request(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None,
         sigma = xp.asarray(adaptive_sigma(_to_xp(points, np), None if image is None else _to_xp(image, np),
                                           (height, width), k=k, beta=beta, lone_sigma=lone_sigma))
     else:
-        sigma = _same_place(sigma, kind, "sigma").astype(xp.float64)
-        if sigma.ndim == 0:
-            sigma = xp.full(n, float(sigma))
-        if sigma.shape != (n,):
-            raise ValueError(f"sigma has shape {tuple(sigma.shape)}; give one number or one per point, shape ({n},)")
-        _first_bad_index(sigma, ~(sigma > 0) | ~xp.isfinite(sigma), xp, "must be finite and > 0", "point", "sigma")
+        sigma = _positive_per_item(sigma, kind, n, "point")
     if n == 0:
         return Request(kind, Kernels(points[:, 0], points[:, 1], 1.0), out_shape, {})
 
