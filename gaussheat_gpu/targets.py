@@ -692,18 +692,14 @@ def density_request(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None,
     copy_y, pos_y = _mirror_positions(y, half, height, xp)
     # Every pair of an x copy and a y copy of the same head (copies come sorted by head).
     starts = xp.searchsorted(copy_y, copy_x, side="left")
-    counts = xp.searchsorted(copy_y, copy_x, side="right") - starts
-    pair_x = xp.repeat(xp.arange(copy_x.size), _host_ints(counts))
-    offsets = xp.arange(pair_x.size) - (xp.cumsum(counts) - counts)[pair_x]
-    pair_y = starts[pair_x] + offsets
+    counts = xp.searchsorted(copy_y, copy_x, side="right") - starts  # y copies of each x copy's head
+    ends = xp.cumsum(counts)
+    pair = xp.arange(int(ends[-1]))
+    pair_x = xp.searchsorted(ends, pair, side="right")  # (CuPy's repeat takes no array of counts)
+    pair_y = starts[pair_x] + pair - (ends - counts)[pair_x]
     head = copy_x[pair_x]
     kernels = Kernels(pos_x[pair_x], pos_y[pair_y], sigma_x=sigma[head], amplitude=amplitude[head], image=target[head])
     return Request(kind, kernels, out_shape, dict(normalize="peak", truncate=t[head]))
-
-
-def _host_ints(counts):
-    """Counts for ``repeat`` (CuPy's repeat takes its counts from the host)."""
-    return counts.get() if is_device_array(counts) else counts
 
 
 def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
