@@ -41,6 +41,7 @@ BORDERS = ("count", "constant", "reflect")
 _DTYPES = ("float16", "float32", "float64")
 _DLPACK_DEVICE_TYPES = {1: "cpu", 3: "cpu", 2: "cuda", 13: "cuda"}  # kDLCPU, kDLCUDAHost, kDLCUDA, kDLCUDAManaged
 KEYPOINT_TRUNCATE = 3.0  # mmpose's window radius, in sigmas
+GROUP_HEADS = 256  # heads per vectorised step of the window sums
 
 
 # -- arrays in and out ----------------------------------------------------------------------------
@@ -684,7 +685,11 @@ def density_request(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None,
         kernels = Kernels(x, y, sigma_x=sigma, image=target)
         return Request(kind, kernels, out_shape, dict(normalize="count", truncate=t))
     # constant / reflect: each head's window sums to 1 before the border (scipy's normalisation).
-    amplitude = 1.0 / (_window_sums(x, sigma, half, xp) * _window_sums(y, sigma, half, xp))
+    sums_x = _window_sums(x, sigma, half, xp)
+    # Heads whose x and y have the same fractional part (whole pixels: CSRNet's) have the same sums.
+    same = (x - xp.floor(x)) == (y - xp.floor(y))
+    sums_y = sums_x if bool(same.all()) else xp.where(same, sums_x, _window_sums(y, sigma, half, xp))
+    amplitude = 1.0 / (sums_x * sums_y)
     if border == "constant":
         kernels = Kernels(x, y, sigma_x=sigma, amplitude=amplitude, image=target)
         return Request(kind, kernels, out_shape, dict(normalize="peak", truncate=t))
@@ -770,14 +775,16 @@ def _window_sums(centre, sigma, half, xp):
     lo = xp.ceil(centre - half)
     size = xp.floor(centre + half) - lo + 1
     sums = xp.zeros(centre.shape)
-    # Heads in chunks, their windows padded to the widest: at most ~4M samples at a time.
-    widest = int(size.max())
-    step = max(1, (1 << 22) // widest)
-    steps = xp.arange(widest, dtype=xp.float64)
-    for start in range(0, centre.shape[0], step):
-        part = slice(start, start + step)
+    scale = -0.5 / (sigma * sigma)
+    # Heads in order of window size, in groups padded to the group's widest window: about as many
+    # exps as window pixels.
+    order = xp.argsort(size)
+    sizes = _to_xp(size[order], np)
+    for start in range(0, order.size, GROUP_HEADS):
+        part = order[start:start + GROUP_HEADS]
+        steps = xp.arange(int(sizes[min(start + GROUP_HEADS, order.size) - 1]), dtype=xp.float64)
         d = lo[part, None] + steps - centre[part, None]
-        g = xp.exp(-0.5 * (d / sigma[part, None]) ** 2)
+        g = xp.exp(d * d * scale[part, None])
         sums[part] = xp.where(steps < size[part, None], g, 0.0).sum(axis=1)
     return sums
 

@@ -21,7 +21,7 @@ from gaussheat_gpu import workloads  # noqa: E402
 
 TINY = workloads.cpu_workloads(tiny=True)
 # Timed parts small enough for a test: the seed loop on an 8x8 crop, CSRNet on 10 heads.
-PARTS = {"W1-seed-loop": 8, "W5-csrnet-filter": 10}
+PARTS = {"W1-seed-loop": 8, "W5-csrnet-filter": 10, "W10-csrnet-adaptive": 10}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,17 @@ def test_backend_renders_tiny_workload(references, workload_id, backend):
     out = harness.render_call(case, backend)()
     assert out.shape == case.shape and out.dtype == np.float32
     assert harness.rel_error(out, references.get(case)) <= harness.TOLERANCE
+
+
+@pytest.mark.parametrize("backend", harness.backend_names())
+@pytest.mark.parametrize("workload_id", workloads.TARGET_IDS)
+def test_target_helper_renders_its_workloads_kernels(references, workload_id, backend):
+    # The helper row of bench/test_targets.py: the helper from annotations gives the bare render's pixels.
+    case = TINY[workload_id]
+    out = harness.helper_call(case, backend)()
+    assert out.shape == case.shape and out.dtype == np.float32
+    assert harness.rel_error(out, references.get(case)) <= harness.TOLERANCE
+    np.testing.assert_array_equal(out, harness.render_call(case, backend)())
 
 
 @pytest.mark.parametrize("baseline", baselines.BASELINES, ids=lambda b: b.id)
