@@ -8,8 +8,9 @@ PNG (exactly H x W pixels through a colormap), NPY (the array as rendered) and T
 page per image; written here, uncompressed, no dependency).
 
 A malformed input is refused with its file, line and column and exit status 2; a failed run
-leaves no output file (the output is written under a temporary name in the same directory, then
-renamed).
+leaves no output file (each output is written under a temporary name in its directory, and the
+files are renamed only once all of them are written). ``-o`` may be given several times: one
+render, several files.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def add_parser(commands):
     p = commands.add_parser("render", help="render a CSV/JSON/NPY/NPZ table of kernels to PNG, NPY or TIFF",
                             description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
     p.add_argument("input", help="kernels: .csv, .json, .npy or .npz")
-    p.add_argument("-o", "--output", required=True, help="heatmap file: .png, .npy, .tif or .tiff")
+    p.add_argument("-o", "--output", required=True, action="append",
+                   help="heatmap file: .png, .npy, .tif or .tiff (repeat for several files of one render)")
     p.add_argument("--shape", help="output shape HxW or BxHxW (default: the pixel grid holding every centre)")
     p.add_argument("--extent", help="x0,x1,y0,y1: coordinates of the first and last pixel centres")
     p.add_argument("--combine", choices=COMBINES, default="sum")
@@ -65,24 +67,29 @@ def add_parser(commands):
 def run(args) -> int:
     """Run ``gaussheat render``; errors in the input or options exit with status 2, no traceback."""
     try:
-        output = Path(args.output)
-        if output.suffix.lower() not in OUTPUT_SUFFIXES:
-            raise InputError(f"{output}: unknown output type {output.suffix!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        outputs = [Path(path) for path in args.output]
+        for output in outputs:
+            if output.suffix.lower() not in OUTPUT_SUFFIXES:
+                raise InputError(f"{output}: unknown output type {output.suffix!r}; use one of "
+                                 f"{', '.join(OUTPUT_SUFFIXES)}")
         kernels = read_kernels(args.input)
         shape = _parse_shape(args.shape, kernels)
         extent = _parse_floats(args.extent, 4, "--extent") if args.extent else None
         truncate = None if args.truncate.strip().lower() == "none" else _parse_floats(args.truncate, 1, "--truncate")[0]
-        if output.suffix.lower() == ".png" and len(shape) != 2:
-            raise InputError(f"{output}: a PNG holds one image; --shape {args.shape} makes {math.prod(shape[:-2])}")
+        for output in outputs:
+            if output.suffix.lower() == ".png" and len(shape) != 2:
+                raise InputError(f"{output}: a PNG holds one image; the shape {'x'.join(map(str, shape))} makes "
+                                 f"{math.prod(shape[:-2])}")
         start = time.perf_counter()
         heat = render_with_progress(kernels, shape, args.progress, combine=args.combine, normalize=args.normalize,
                                     truncate=truncate, extent=extent, dtype=args.dtype, backend=args.backend)
         heat = heat.get() if hasattr(heat, "get") else heat
-        write_atomically(output, lambda path: _write(path, heat, args))
+        write_atomically(outputs, [lambda path, suffix=o.suffix.lower(): _write(path, suffix, heat, args)
+                                   for o in outputs])
     except (InputError, ValueError, TypeError, OSError, ImportError) as exc:
         print(f"gaussheat render: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {output} ({' x '.join(map(str, shape))}, {args.dtype} render in "
+    print(f"wrote {', '.join(map(str, outputs))} ({' x '.join(map(str, shape))}, {args.dtype} render in "
           f"{time.perf_counter() - start:.3g} s, max {float(np.max(heat)):.4g})")
     return 0
 
@@ -283,29 +290,30 @@ def _bar(stream, done_chunks, chunks, elapsed, done, width=30):
 
 # -- writing ----------------------------------------------------------------------------------
 
-def write_atomically(path, write):
-    """Call ``write(temporary_path)`` for a file next to ``path``, then rename it to ``path``.
-
-    Nothing is left behind when ``write`` fails.
+def write_atomically(paths, writers):
+    """Call each ``writer(temporary_path)`` for a file next to its path; once every one has
+    succeeded, rename them to ``paths``. Nothing is left behind when a writer fails.
     """
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.",
-                                     suffix=".part")
-    os.close(fd)
+    temporaries = []
     try:
-        write(temporary)
+        for path, write in zip(map(Path, paths), writers):
+            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            os.close(fd)
+            temporaries.append(temporary)
+            write(temporary)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # what open() would have given (mkstemp makes it private)
-        os.replace(temporary, path)
+        for temporary, path in zip(temporaries, paths):
+            os.chmod(temporary, 0o666 & ~umask)  # what open() would have given (mkstemp makes it private)
+            os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        for temporary in temporaries:
+            if os.path.exists(temporary):
+                os.remove(temporary)
         raise
 
 
-def _write(path, heat, args):
-    suffix = Path(args.output).suffix.lower()
+def _write(path, suffix, heat, args):
     if suffix == ".npy":
         with open(path, "wb") as f:
             np.save(f, heat)

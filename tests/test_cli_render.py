@@ -52,10 +52,9 @@ def read_png(path):
 def test_ten_thousand_kernels_from_csv_to_png_and_npy(tmp_path):
     columns = table(10_000)
     write_csv(tmp_path / "k.csv", columns)
-    for output in ("k.png", "k.npy"):
-        result = gaussheat("k.csv", "-o", output, "--shape", "480x640", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        assert f"wrote {output} (480 x 640" in result.stdout
+    result = gaussheat("k.csv", "-o", "k.png", "-o", "k.npy", "--shape", "480x640", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote k.png, k.npy (480 x 640" in result.stdout
     expected = gh.render(gh.Kernels.from_columns(columns), (480, 640), backend="numpy")
     heat = np.load(tmp_path / "k.npy")
     assert heat.shape == (480, 640) and heat.dtype == np.float32
@@ -132,9 +131,15 @@ def test_failed_write_leaves_no_file(tmp_path):
             f.write(b"partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
-        cli_render.write_atomically(tmp_path / "out.npy", fail)
+    def succeed(path):
+        with open(path, "wb") as f:
+            f.write(b"whole")
+
+    with pytest.raises(OSError, match="disk full"):  # the second fails: the first is not kept either
+        cli_render.write_atomically([tmp_path / "a.npy", tmp_path / "b.png"], [succeed, fail])
     assert list(tmp_path.iterdir()) == []
+    cli_render.write_atomically([tmp_path / "a.npy"], [succeed])
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"] and (tmp_path / "a.npy").read_bytes() == b"whole"
 
 
 def test_default_shape_holds_every_centre_and_png_needs_one_image(tmp_path):
