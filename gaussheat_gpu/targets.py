@@ -345,32 +345,32 @@ def keypoint_request(keypoints, heatmap_size, sigma, *, visible=None, image=None
         factor = np.array([(in_width - 1) / max(width - 1, 1), (in_height - 1) / max(height - 1, 1)])
     else:
         factor = np.array([in_width / width, in_height / height])
-    points = keypoints[..., :2]
-    if points.dtype.kind != "f":
-        points = points.astype(xp.float64)
-    hm = points / xp.asarray(factor.astype(np.float32))
-    drawn = visible >= 0.5
-    finite = xp.isfinite(hm).all(axis=2)
-    bad = drawn & ~finite
-    if bool(bad.any()):
-        i, j = (int(v) for v in xp.argwhere(bad)[0])
+    # Only the visible keypoints are looked at (invisible ones may hold anything, NaN included).
+    rows = xp.nonzero(visible.reshape(-1) >= 0.5)[0]
+    factor = factor.astype(np.float32)
+    x, y = (keypoints[..., axis].reshape(-1)[rows] for axis in (0, 1))
+    if x.dtype.kind != "f":
+        x, y = x.astype(xp.float64), y.astype(xp.float64)
+    x, y = x / factor[0], y / factor[1]  # in the keypoints' dtype (float32 stays float32), as mmpose
+    if not bool(xp.isfinite(x).all() & xp.isfinite(y).all()):
+        i, j = divmod(int(rows[xp.nonzero(~(xp.isfinite(x) & xp.isfinite(y)))[0][0]]), k)
         raise ValueError(f"keypoints[{i}, {j}] = {keypoints[i, j, :2].tolist()!r} is not finite but visible "
                          f"(instance {i}, keypoint {j}); mark it invisible with visible=0")
-    centre = xp.trunc(hm + 0.5) if convention == "msra" else hm  # mmpose's (kp + 0.5).astype(int64)
-    centre = xp.where(drawn[..., None], centre, 0.0).astype(xp.float64)
-    reach = KEYPOINT_TRUNCATE * sigma[:, None]
-    # The 3-sigma box holds a pixel: floor(c + r) >= 0 and ceil(c - r) <= size - 1, per axis.
-    inside = ((centre[..., 0] + reach >= 0) & (centre[..., 0] - reach <= width - 1)
-              & (centre[..., 1] + reach >= 0) & (centre[..., 1] - reach <= height - 1))
-    drawn &= inside
-    weights = xp.where(drawn, visible, xp.float32(0.0)).astype(xp.float32)
-
-    rows = xp.nonzero(drawn.reshape(-1))[0]
-    channel = rows % k
+    if convention == "msra":  # mmpose's (kp + 0.5).astype(int64)
+        x, y = xp.trunc(x + 0.5), xp.trunc(y + 0.5)
+    x, y = x.astype(xp.float64), y.astype(xp.float64)
     instance = rows // k
-    flat = centre.reshape(-1, 2)[rows]
+    reach = KEYPOINT_TRUNCATE * sigma[instance]
+    # The 3-sigma box holds a pixel: floor(c + r) >= 0 and ceil(c - r) <= size - 1, per axis.
+    inside = (x + reach >= 0) & (x - reach <= width - 1) & (y + reach >= 0) & (y - reach <= height - 1)
+    if not bool(inside.all()):
+        rows, instance, x, y = rows[inside], instance[inside], x[inside], y[inside]
+    weights = xp.zeros(n * k, dtype=xp.float32)
+    weights[rows] = visible.reshape(-1)[rows]
+    weights = weights.reshape(n, k)
+    channel = rows % k
     target = channel if image is None else image[instance] * k + channel
-    kernels = Kernels(flat[:, 0], flat[:, 1], sigma_x=sigma[instance], image=target)
+    kernels = Kernels(x, y, sigma_x=sigma[instance], image=target)
     options = dict(combine="max", normalize="peak", truncate=None if convention == "dark" else KEYPOINT_TRUNCATE)
     return Request(kind, kernels, shape, options, weights)
 
