@@ -106,3 +106,17 @@ def test_resolve_truncate_keeps_scalars_scalar():
     assert resolve_truncate(np.array(2.0), 4) == 2.0
     values = resolve_truncate(np.array([1, 2, 3], dtype=np.int32), 3)
     assert values.dtype == np.float64 and values.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_per_kernel_truncate_on_a_large_exact_sum(fast_backend):
+    # Few wide axis-aligned kernels over a 1100 x 1000 image: the Numba backend's dense path, with
+    # boxes that end inside the image for the truncated kernels.
+    kernels = gh.Kernels(x=[100.0, 900.0, 500.0, 300.0], y=[200.0, 800.0, 550.0, 1000.0],
+                         sigma_x=[300.0, 250.0, 400.0, 350.0], sigma_y=[350.0, 300.0, 250.0, 400.0])
+    truncate = np.array([np.inf, 2.5, 1.8, np.inf])  # each box still covers half the image
+    shape = (1100, 1000)
+    expected = gh.render(kernels, shape, truncate=truncate, backend="numpy", dtype="float64")
+    exact = gh.render(kernels, shape, truncate=None, backend="numpy", dtype="float64")
+    assert np.abs(exact - expected).max() > 1e-3 * exact.max()  # the truncated boxes end inside the image
+    actual = to_host(gh.render(kernels, shape, truncate=truncate, backend=fast_backend))
+    assert np.abs(actual - expected).max() <= allowed_error(expected, "float32")
