@@ -37,7 +37,7 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
     truncate : float, None or array of N floats, default 4
         Each kernel covers the integer pixel box around its ``truncate``-sigma ellipse; pixels
         outside get nothing. ``None`` evaluates every pixel. An array gives each kernel its own
-        value (``inf``: that kernel untruncated), on the kernels' device or the host.
+        value (finite, > 0), on the kernels' device or the host.
     extent : (x0, x1, y0, y1), optional
         Coordinates of the first and last pixel centres (``numpy.linspace`` semantics; reversed
         ranges allowed). Default ``(0, W-1, 0, H-1)``: pixel ``(r, c)`` is at ``x=c, y=r``.

@@ -321,7 +321,7 @@ def check_truncate(truncate, n_kernels):
         bad = ~(np.isfinite(radii) & (radii > 0))
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"truncate[{k}] = {radii[k]!r} must be a finite number > 0 (kernel {k})")
+            raise ValueError(f"truncate[{k}] = {float(radii[k])!r} must be a finite number > 0 (kernel {k})")
         return radii
     truncate = float(truncate)
     if not (math.isfinite(truncate) and truncate > 0):

@@ -11,7 +11,7 @@ def naive_render(kernels, shape, combine="sum", normalize="pdf", truncate=4.0, e
     """Render like ``gaussheat_gpu.render(..., dtype="float64")`` with plain Python loops.
 
     ``kernels`` is a list of dicts with keys x, y, sigma_x, sigma_y, theta, amplitude, image.
-    ``truncate`` may also be a sequence of one value per kernel (``inf``: that kernel untruncated).
+    ``truncate`` may also be a sequence of one value per kernel.
     ``initial`` (nested lists / array) plays the role of ``out`` with ``accumulate=True``.
     Returns a nested list of shape ``(n_images, H, W)``.
     """
@@ -47,11 +47,10 @@ def naive_render(kernels, shape, combine="sum", normalize="pdf", truncate=4.0, e
 
 
 def _truncate_of(truncate, i):
-    """Kernel i's truncate: ``truncate`` may be None, a number or one number per kernel (inf: none)."""
+    """Kernel i's truncate: ``truncate`` may be None, a number or one number per kernel."""
     if truncate is None or isinstance(truncate, (int, float)):
         return truncate
-    t = float(truncate[i])
-    return None if math.isinf(t) else t
+    return float(truncate[i])
 
 
 def _covariance(k):
