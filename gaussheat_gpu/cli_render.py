@@ -15,6 +15,7 @@ render, several files.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -34,6 +35,14 @@ from .kernel_set import FIELDS, Kernels
 from .planning import COMBINES, NORMALIZES
 
 OUTPUT_SUFFIXES = (".png", ".npy", ".tif", ".tiff")
+DESCRIPTION = """Render a table of kernels to a heatmap file.
+
+INPUT: CSV with a header naming the columns (x, y, sigma or sigma_x; optionally sigma_y, theta,
+amplitude, image), JSON (an object of columns or a list of row objects), NPY (a structured array
+with those field names, or an (N, k) array in that column order) or NPZ (one array per column),
+all read without pickles. OUTPUT, by extension: PNG (exactly H x W pixels through a colormap), NPY
+(the array as rendered), TIFF (float32, one page per image). A malformed input is refused with its
+file, line and column and exit status 2; a failed run leaves no output file."""
 CHUNK_KERNELS = 20_000  # kernels per render call when a render may need a progress bar
 PROGRESS_AFTER_S = 1.0
 
@@ -45,12 +54,13 @@ class InputError(ValueError):
 def add_parser(commands):
     """Add the ``render`` sub-command to an ``argparse`` sub-parsers object."""
     p = commands.add_parser("render", help="render a CSV/JSON/NPY/NPZ table of kernels to PNG, NPY or TIFF",
-                            description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+                            description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="kernels: .csv, .json, .npy or .npz")
     p.add_argument("-o", "--output", required=True, action="append",
                    help="heatmap file: .png, .npy, .tif or .tiff (repeat for several files of one render)")
     p.add_argument("--shape", help="output shape HxW or BxHxW (default: the pixel grid holding every centre)")
-    p.add_argument("--extent", help="x0,x1,y0,y1: coordinates of the first and last pixel centres")
+    p.add_argument("--extent", help="x0,x1,y0,y1: coordinates of the first and last pixel centres "
+                                    "(--extent=-3,3,-3,3 when the first is negative)")
     p.add_argument("--combine", choices=COMBINES, default="sum")
     p.add_argument("--normalize", choices=NORMALIZES, default="pdf")
     p.add_argument("--truncate", default="4", help="support radius in sigmas, or 'none' (default 4)")
