@@ -316,7 +316,31 @@ def keypoint_heatmaps(keypoints, heatmap_size, sigma, *, visible=None, image=Non
 
 def keypoint_request(keypoints, heatmap_size, sigma, *, visible=None, image=None, n_images=None, input_size=None,
                      convention="msra") -> Request:
-    """The kernels, shape and options :func:`keypoint_heatmaps` renders, and the weights (``extra``)."""
+    """What :func:`keypoint_heatmaps` renders: its kernels, shape and options, and the weights.
+
+    Parameters
+    ----------
+    keypoints, heatmap_size, sigma, visible, image, n_images, input_size, convention
+        As in :func:`keypoint_heatmaps`.
+
+    Returns
+    -------
+    Request
+        ``render(request.kernels, request.shape, **request.options)`` gives the heatmaps;
+        ``request.extra`` holds the weights (on the inputs' array module).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`keypoint_heatmaps`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> request = keypoint_request(np.array([[[4.4, 2.6]]]), (8, 6), 1.0)
+    >>> request.shape, request.kernels.x.tolist(), request.kernels.y.tolist(), request.options["truncate"]
+    ((1, 6, 8), [4.0], [3.0], 3.0)
+    """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention = {convention!r} is not one of {', '.join(map(repr, CONVENTIONS))}")
     keypoints, kind = _adopt(keypoints, "keypoints")
@@ -514,7 +538,30 @@ def center_heatmaps(boxes, labels, num_classes, heatmap_size, *, image=None, n_i
 
 def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_images=None, input_size=None,
                    min_overlap=0.3, radius="cornernet", min_radius=0) -> Request:
-    """The kernels, shape and options :func:`center_heatmaps` renders."""
+    """What :func:`center_heatmaps` renders: its kernels, shape and options.
+
+    Parameters
+    ----------
+    boxes, labels, num_classes, heatmap_size, image, n_images, input_size, min_overlap, radius, min_radius
+        As in :func:`center_heatmaps`.
+
+    Returns
+    -------
+    Request
+        ``render(request.kernels, request.shape, **request.options)`` gives the heatmaps.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`center_heatmaps`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> request = center_request(np.array([[2.0, 2.0, 7.0, 9.0]]), [1], 2, (16, 16), radius=[2])
+    >>> request.kernels.x.tolist(), request.kernels.y.tolist(), request.kernels.sigma_x.tolist()
+    ([4.0], [5.0], [0.8333333333333334])
+    """
     boxes, kind = _finite_rows(boxes, "boxes", 4, "(M, 4) (x1, y1, x2, y2)", "box")
     xp = kind.xp
     m = int(boxes.shape[0])
@@ -648,7 +695,31 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
 
 def density_request(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, image=None, n_images=None,
                     border="count", truncate=4.0) -> Request:
-    """The kernels, shape and options :func:`density_map` renders."""
+    """What :func:`density_map` renders: its kernels, shape and options.
+
+    Parameters
+    ----------
+    points, shape, sigma, k, beta, lone_sigma, image, n_images, border, truncate
+        As in :func:`density_map`.
+
+    Returns
+    -------
+    Request
+        ``render(request.kernels, request.shape, **request.options)`` gives the map (for
+        ``"reflect"``, the kernels include every head's mirrored copies).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`density_map`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> request = density_request(np.array([[0.0, 6.0]]), (12, 12), sigma=1.0, border="reflect")
+    >>> request.kernels.x.tolist(), request.kernels.y.tolist(), request.options["normalize"]
+    ([0.0, -1.0], [6.0, 6.0], 'peak')
+    """
     if border not in BORDERS:
         raise ValueError(f"border = {border!r} is not one of {', '.join(map(repr, BORDERS))}")
     points, kind = _finite_rows(points, "points", 2, "(N, 2) (x, y)", "point")

@@ -61,3 +61,12 @@ def test_picture_script_draws_one_picture_per_workflow(tmp_path):
         pixels = matplotlib.image.imread(tmp_path / name)
         assert pixels.shape[0] > 200 and pixels.shape[1] > 200
         assert np.ptp(pixels[..., :3]) > 0.5, name  # not blank
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gaussheat_gpu.plot
+
+    result = doctest.testmod(gaussheat_gpu.plot)
+    assert result.attempted > 5 and result.failed == 0

@@ -488,3 +488,12 @@ def test_scipy_reference_sanity():
     delta[0, 0] = 1
     assert scipy.ndimage.gaussian_filter(delta, 3.0).sum() == pytest.approx(1.0)
     assert scipy.ndimage.gaussian_filter(delta, 3.0, mode="constant").sum() < 0.5
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gaussheat_gpu.targets
+
+    result = doctest.testmod(gaussheat_gpu.targets)
+    assert result.attempted > 20 and result.failed == 0
