@@ -467,9 +467,8 @@ def test_torch_in_torch_out():
     assert isinstance(density, torch.Tensor) and float(density.sum()) == pytest.approx(30, rel=1e-5)
 
 
-def test_cupy_in_cupy_out(fast_backend):
-    if fast_backend != "cupy":
-        pytest.skip("device inputs need the cupy backend")
+@pytest.mark.gpu
+def test_cupy_in_cupy_out():
     import cupy
 
     kp, visible = random_pose(70)
@@ -480,6 +479,23 @@ def test_cupy_in_cupy_out(fast_backend):
     np.testing.assert_array_equal(weights.get(), expected_weights)
     density = density_map(cupy.asarray(crowd(7, 30)), (60, 80), sigma="adaptive", border="reflect")
     assert isinstance(density, cupy.ndarray) and float(density.sum()) == pytest.approx(30, rel=1e-5)
+    boxes, labels = random_boxes(7, 40, classes=3)
+    centres = center_heatmaps(cupy.asarray(boxes), cupy.asarray(labels), 3, (128, 128), dtype="float16")
+    assert isinstance(centres, cupy.ndarray) and centres.dtype == np.float16
+    np.testing.assert_array_equal((centres == 1).get(), center_heatmaps(boxes, labels, 3, (128, 128)) == 1)
+
+
+@pytest.mark.gpu
+def test_torch_on_the_gpu_in_torch_on_the_gpu_out():
+    torch = pytest.importorskip("torch", reason="torch is not installed (it is not a dependency)")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    kp, visible = random_pose(80)
+    heat, weights = keypoint_heatmaps(torch.from_numpy(kp).cuda(), HEATMAP, 2.0, visible=torch.from_numpy(visible).cuda())
+    assert heat.device.type == "cuda" and weights.device.type == "cuda"
+    expected, expected_weights = keypoint_heatmaps(kp, HEATMAP, 2.0, visible=visible, backend="numpy")
+    assert np.abs(heat.cpu().numpy() - expected).max() <= 1e-6
+    np.testing.assert_array_equal(weights.cpu().numpy(), expected_weights)
 
 
 def test_scipy_reference_sanity():
