@@ -7,8 +7,9 @@ import gaussheat_gpu as gh
 
 
 @st.composite
-def render_cases(draw, max_kernels=12, max_side=40, combine=None, normalize=None):
-    """(kernels, shape, options): random kernels near a random small grid, every mode."""
+def render_cases(draw, max_kernels=12, max_side=40, combine=None, normalize=None, per_kernel_truncate=True):
+    """(kernels, shape, options): random kernels near a random small grid, every mode
+    (``per_kernel_truncate=False``: truncate is None or one number)."""
     combine = combine or draw(st.sampled_from(["sum", "max", "por"]))
     normalize = normalize or draw(st.sampled_from(["pdf", "peak", "integral", "count"]))
     batch = draw(st.sampled_from([(), (2,), (2, 2)]))
@@ -47,7 +48,7 @@ def render_cases(draw, max_kernels=12, max_side=40, combine=None, normalize=None
         amplitude = rng.uniform(-1.0, 2.0, n) if combine == "sum" else rng.uniform(0.0, 2.0, n)
     image = rng.integers(0, n_images, n)
     kernels = gh.Kernels(x, y, sigma_x, sigma_y, theta, amplitude, image)
-    truncate = draw(st.sampled_from([None, 1.0, 2.5, 4.0, "per-kernel"]))
+    truncate = draw(st.sampled_from([None, 1.0, 2.5, 4.0] + ["per-kernel"] * per_kernel_truncate))
     if truncate == "per-kernel":  # one value per kernel, some wider than any image here
         truncate = np.where(rng.random(n) < 0.2, 1e3, rng.uniform(0.3, 4.5, n))
     options = dict(combine=combine, normalize=normalize, truncate=truncate, extent=extent)

@@ -262,7 +262,7 @@ def test_dask_array_columns_give_the_same_map():
 
 
 @settings(max_examples=15)
-@given(case=render_cases(max_kernels=16, max_side=24), data=st.data())
+@given(case=render_cases(max_kernels=16, max_side=24, per_kernel_truncate=False), data=st.data())
 def test_random_cases_from_dask_array_columns(case, data):
     kernels, shape, options = case
     if len(kernels) == 0:
