@@ -115,8 +115,9 @@ def to_rgba(heat, cmap="inferno", vmin=None, vmax=None):
     """
     heat = _host_2d(heat).astype(np.float64)
     finite = np.isfinite(heat)
-    lo = float(np.min(heat[finite])) if vmin is None and finite.any() else float(vmin or 0.0)
-    hi = float(np.max(heat[finite])) if vmax is None and finite.any() else float(1.0 if vmax is None else vmax)
+    values = heat[finite] if finite.any() else np.zeros(1)
+    lo = float(values.min()) if vmin is None else float(vmin)
+    hi = float(values.max()) if vmax is None else float(vmax)
     span = hi - lo
     scaled = np.clip((heat - lo) / span, 0.0, 1.0) if span > 0 else np.zeros_like(heat)
     scaled[~finite] = 0.0
