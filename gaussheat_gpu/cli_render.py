@@ -99,8 +99,8 @@ def run(args) -> int:
     except (InputError, ValueError, TypeError, OSError, ImportError) as exc:
         print(f"gaussheat render: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {', '.join(map(str, outputs))} ({' x '.join(map(str, shape))}, {args.dtype} render in "
-          f"{time.perf_counter() - start:.3g} s, max {float(np.max(heat)):.4g})")
+    print(f"wrote {', '.join(map(str, outputs))} ({' x '.join(map(str, shape))}, {args.dtype}, rendered and "
+          f"written in {time.perf_counter() - start:.3g} s, max {float(np.max(heat)):.4g})")
     return 0
 
 
