@@ -2,6 +2,7 @@
 file, line and column, exit status 2, and no output file left behind."""
 
 import json
+import re
 import subprocess
 import sys
 import zlib
@@ -114,7 +115,7 @@ def test_malformed_input_is_refused_with_its_place_and_no_output(tmp_path, name,
     result = gaussheat(name, "-o", "out.png", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert __import__("re").search(message, result.stderr), result.stderr
+    assert re.search(message, result.stderr), result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no output, no temporary file
 
 
