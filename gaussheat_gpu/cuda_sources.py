@@ -18,7 +18,8 @@ Files:
 A call runs them in this order (gaussheat_gpu/backends/cupy/): ``plan_kernels`` (one thread per
 kernel), a prefix sum and a column-wise min on the device, one read of the summary by the host,
 then either ``dense_factors`` and a matrix product, or ``count_lanes`` (rotated count kernels only),
-``bin_kernels``, a stable argsort of the tile keys, ``finish_bins`` and ``render_tiles``.
+``bin_kernels``, a stable argsort of the tile keys, ``finish_bins`` and ``render_tiles``. A plan made
+on the host (a window of a larger map's plan, for Dask chunks) enters through ``plan_rows`` instead.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from typing import NamedTuple
 
 HEADER = "gaussheat.cuh"
 PLAN_KERNELS = "plan_kernels.cu"
+PLAN_ROWS = "plan_rows.cu"
 COUNT_LANES = "count_lanes.cu"
 BIN_KERNELS = "bin_kernels.cu"
 FINISH_BINS = "finish_bins.cu"
 RENDER_TILES = "render_tiles.cu"
 DENSE_FACTORS = "dense_factors.cu"
-OPERATIONS = (PLAN_KERNELS, COUNT_LANES, BIN_KERNELS, FINISH_BINS, RENDER_TILES, DENSE_FACTORS)
+OPERATIONS = (PLAN_KERNELS, PLAN_ROWS, COUNT_LANES, BIN_KERNELS, FINISH_BINS, RENDER_TILES, DENSE_FACTORS)
 
 # Square tiles of the render kernel (GH_TILE in the header): one 256-thread block per tile, so a
 # warp's 32 threads share one kernel list and read each kernel's parameters as one broadcast.

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-import os
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from dask.base import is_dask_collection, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import backends
+from ._xp import to_host
 from .api import _resolve_dtype
 from .backends.numpy_backend import box_sums
 from .kernel_set import Kernels
@@ -95,9 +95,10 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
         Chunks of the output, as ``dask.array`` takes them (e.g. ``4096`` or ``(1, 2048, 2048)``).
     combine, normalize, truncate, extent, dtype
         As in :func:`gaussheat_gpu.render`.
-    backend : {"auto", "numba", "numpy"}
+    backend : {"auto", "cupy", "numba", "numpy"}
         Backend of every chunk, resolved here (``"auto"``: ``GAUSSHEAT_BACKEND``, else the best one
-        that runs on this machine and renders plan windows: not yet ``cupy``, which plans on its device).
+        that runs on this machine). CuPy chunks are CuPy arrays, rendered from their window of the
+        whole-grid plan (``render_plan``: float64 evaluation).
 
     Returns
     -------
@@ -111,8 +112,6 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
         Bad kernels in a Dask collection raise when the chunks are computed, naming the partition.
     gaussheat_gpu.BackendUnavailable
         The backend cannot run here.
-    ValueError
-        ``backend="cupy"``: CuPy chunks need the CuPy backend to render a window of a host plan.
 
     Examples
     --------
@@ -147,7 +146,7 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
 def _make_spec(shape, chunks, combine, normalize, extent, dtype, backend):
     grid = make_grid(shape, extent)
     dtype = _resolve_dtype(dtype, None)
-    module = _window_backend(backend)
+    module = backends.get(backend)
     name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
     block_chunks = da.core.normalize_chunks(chunks, grid.shape, dtype=dtype)
     bounds = tuple(np.concatenate(([0], np.cumsum(c))).astype(np.int64) for c in block_chunks)
@@ -156,24 +155,9 @@ def _make_spec(shape, chunks, combine, normalize, extent, dtype, backend):
     return spec, module.xp.empty((0,) * len(grid.shape), dtype=dtype)
 
 
-def _window_backend(backend):
-    """The backend module for chunks: one that renders a given :class:`~gaussheat_gpu.planning.Plan`.
-
-    A backend with its own ``make_plan`` (CuPy: planning on the device from kernel columns) cannot
-    render a window of the whole-grid plan, so ``"auto"`` takes the best other one.
-    """
-    module = backends.get(backend)
-    if getattr(module, "make_plan", None) is None:
-        return module
-    name = module.__name__.rsplit(".", 1)[-1]
-    if backend == "auto" and not os.environ.get(backends.ENV_VAR, "").strip():
-        for candidate in backends.available():
-            module = backends.get(candidate)
-            if getattr(module, "make_plan", None) is None:
-                return module
-    raise ValueError(f"backend = {name!r} cannot render chunks yet: it plans on its device from kernel columns, "
-                     f"and a chunk must be rendered from the whole-grid plan's rows to keep its seams exact; use "
-                     f"backend='numba' or 'numpy'")
+def _plan_renderer(module):
+    """The function that renders a window of the whole-grid plan on ``module``."""
+    return getattr(module, "render_plan", module.render)
 
 
 def _is_collection(kernels):
@@ -293,12 +277,12 @@ def _render_block(pieces, block, spec):
     plan = Plan(spec.grid, spec.combine, spec.normalize, spec.dtype, False, params, boxes,
                 np.arange(params.shape[0]), not bool(params[:, P_B].any()), np)
     plan = window_plan(plan, spec.window(block))
-    out = np.empty(plan.grid.shape, dtype=spec.dtype)
+    out = module.xp.empty(plan.grid.shape, dtype=spec.dtype)
     if spec.backend == "numba":
         with _NUMBA_LOCK:
             module.render(plan, out)
     else:
-        module.render(plan, out)
+        _plan_renderer(module)(plan, out)
     return out
 
 
@@ -390,8 +374,8 @@ def to_zarr(kernels, shape, store, *, chunks, progress=True, overwrite=False, co
 
 
 def _write_block(block, target, done, index, region):
-    """Write one rendered chunk, then mark it done."""
-    target[region] = block
+    """Write one rendered chunk (copied to the host first if it lives on a GPU), then mark it done."""
+    target[region] = to_host(block)
     done[index] = True
     return True
 

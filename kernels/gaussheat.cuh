@@ -309,6 +309,20 @@ GH_DEVICE void gh_plan_kernel(long long k, long long n, double x, double y, doub
     s[GH_S_ROTATED] = kept && b != 0.0 ? -1 : 0;
 }
 
+// Row k of a host plan (planning.py's int64 boxes): the int32 box table and the tile count.
+GH_DEVICE void gh_plan_row(long long k, const long long* boxes, int* ibox, long long* tiles) {
+    const long long* b = boxes + k * GH_N_BOX;
+    int* box = ibox + k * GH_N_IBOX;
+    for (int j = 0; j < GH_N_BOX; ++j) box[j] = int(b[j]);
+    box[GH_I_CENTRE_COL] = 0;  // read by the float32 evaluation only
+    box[GH_I_CENTRE_ROW] = 0;
+    box[7] = 0;
+    bool kept = b[GH_B_COL0] <= b[GH_B_COL1] && b[GH_B_ROW0] <= b[GH_B_ROW1];
+    tiles[k] = kept ? ((b[GH_B_ROW1] >> GH_TILE_SHIFT) - (b[GH_B_ROW0] >> GH_TILE_SHIFT) + 1) *
+                          ((b[GH_B_COL1] >> GH_TILE_SHIFT) - (b[GH_B_COL0] >> GH_TILE_SHIFT) + 1)
+                    : 0;
+}
+
 // Count pass for rotated kernels: lane `lane` (of GH_COUNT_LANES) of kernel k sums g over the box
 // pixels p = lane, lane + GH_COUNT_LANES, ... (row-major in the box); the bin pass adds the lanes in
 // a fixed order, so the sum is the same on every run.

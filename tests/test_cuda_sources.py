@@ -606,3 +606,35 @@ def test_check_output_device(compilers):
     backend.check_output_device(types.SimpleNamespace(device=types.SimpleNamespace(id=0)))
     with pytest.raises(ValueError, match="out is on CUDA device 1 but rendering runs on device 0"):
         backend.check_output_device(types.SimpleNamespace(device=types.SimpleNamespace(id=1)))
+
+
+# -- host plans (Dask chunks) ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("normalize", ["pdf", "integral", "count"])
+def test_windows_of_a_host_plan_render_like_the_numpy_backend(host_backends, normalize):
+    # gaussheat_gpu.dask renders each chunk from its window of the whole-grid plan: the cupy backend's
+    # render_plan must give the numpy backend's pixels for every window, seams included.
+    from gaussheat_gpu.backends import numpy_backend
+
+    backend, fake = host_backends["ieee"]
+    rng = np.random.default_rng(31)
+    n = 300
+    sigma_x = rng.uniform(0.4, 9, n)
+    kernels = gh.Kernels(rng.uniform(-10, 90, n), rng.uniform(-10, 70, n), sigma_x,
+                         sigma_x if normalize == "integral" else rng.uniform(0.4, 9, n),
+                         0.0 if normalize == "integral" else rng.uniform(-3, 3, n), rng.uniform(0, 1, n),
+                         rng.integers(0, 2, n))
+    grid = make_grid((2, 60, 80), extent=(79, 0, 0, 59))
+    plan = make_plan(kernels, grid, normalize=normalize, truncate=3.0, dtype=np.float32)
+    if normalize == "count":
+        with pytest.raises(ValueError, match="fix_count_normaliser"):
+            backend.render_plan(plan, fake.empty(grid.shape, dtype=np.float32))
+        plan = planning.fix_count_normaliser(plan, numpy_backend.box_sums(plan))
+    whole = np.empty(grid.shape, np.float32)
+    numpy_backend.render(plan, whole)
+    for window in (((0, 2), (0, 60), (0, 80)), ((1, 2), (13, 45), (20, 61)), ((0, 1), (0, 16), (64, 80))):
+        part = planning.window_plan(plan, window)
+        out = fake.empty(part.grid.shape, dtype=np.float32)
+        backend.render_plan(part, out)
+        expected = whole[tuple(slice(a, b) for a, b in window)]
+        assert np.abs(out.view(np.ndarray) - expected).max() <= 1e-5 * np.abs(whole).max()

@@ -219,14 +219,15 @@ def test_each_chunk_task_carries_only_the_kernels_that_meet_it():
 
 
 @pytest.mark.gpu
-def test_cupy_chunks_are_refused_and_auto_takes_a_host_backend(monkeypatch):
-    monkeypatch.delenv("GAUSSHEAT_BACKEND", raising=False)
+def test_cupy_chunks_are_cupy_arrays_with_exact_seams():
+    import cupy
+
     kernels = seam_kernels(n=20)
-    with pytest.raises(ValueError, match="backend = 'cupy' cannot render chunks yet"):
-        ghd.render(kernels, (30, 30), chunks=16, backend="cupy")
-    heat = ghd.render(kernels, (30, 30), chunks=16)
-    assert isinstance(heat._meta, np.ndarray)
-    np.testing.assert_allclose(heat.compute(), gh.render(kernels, (30, 30), backend="numba"), atol=1e-6)
+    for normalize in ("pdf", "count"):
+        heat = ghd.render(kernels, (30, 30), chunks=16, backend="cupy", normalize=normalize)
+        assert isinstance(heat._meta, cupy.ndarray)
+        expected = gh.render(kernels, (30, 30), backend="numpy", dtype="float64", normalize=normalize)
+        assert float(abs(heat.compute().get() - expected).max()) <= 1e-5 * expected.max()
 
 
 def test_options_are_checked_when_the_array_is_built():

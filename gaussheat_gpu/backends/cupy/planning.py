@@ -143,6 +143,42 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
                  n_entries, path, eval64, rotated < 0, tile_rows, tile_cols)
 
 
+def plan_from_rows(plan) -> DevicePlan:
+    """A :class:`DevicePlan` of a plan made on the host (:class:`gaussheat_gpu.planning.Plan`), such as a
+    window of a larger grid's plan: its rows are uploaded as they are (boxes and coefficients decided
+    there, so seams between windows stay exact) and evaluated in float64 on the tile path.
+
+    Raises
+    ------
+    ValueError
+        A ``count`` plan: its normalisers must be folded in first
+        (:func:`gaussheat_gpu.planning.fix_count_normaliser`).
+    """
+    if plan.normalize == "count":
+        raise ValueError("a host plan with normalize='count' must have its normalisers folded in first "
+                         "(planning.fix_count_normaliser)")
+    grid, n = plan.grid, plan.n_kernels
+    tile_rows, tile_cols = -(-grid.height // cuda_sources.TILE), -(-grid.width // cuda_sources.TILE)
+    _check_free_memory(n * PLAN_BYTES_PER_KERNEL, f"the plan of {n} kernels")
+    params = cupy.asarray(plan.params, dtype=cupy.float64)
+    boxes = cupy.asarray(plan.boxes, dtype=cupy.int64)
+    ibox = cupy.empty((n, N_IBOX), dtype=cupy.int32)
+    tiles = cupy.empty(n, dtype=cupy.int64)
+    ends = cupy.empty(n, dtype=cupy.int64)
+    n_entries = 0
+    if n:
+        elementwise(cuda_sources.PLAN_ROWS)(boxes, ibox, tiles, size=n)
+        cupy.cumsum(tiles, out=ends)
+        n_entries = int(ends[-1].get())  # the one synchronisation
+    path = "tiles" if n_entries else "empty"
+    if n_entries:
+        _check_free_memory(n_entries * ENTRY_BYTES, f"a tile list of {n_entries} entries")
+    placeholder = cupy.empty(1, dtype=cupy.float32)
+    return _plan(grid, plan.combine, plan.normalize, np.dtype(plan.dtype), plan.accumulate, n, params, placeholder,
+                 ibox, ends, tiles, cupy.empty(1, dtype=cupy.float64), n_entries, path, True, not plan.axis_aligned,
+                 tile_rows, tile_cols)
+
+
 def bin_tiles(plan: DevicePlan):
     """The CSR list of kernels per tile (tiles ordered image, tile row, tile column; kernels in the
     caller's order within a tile), built by four launches on the device.
