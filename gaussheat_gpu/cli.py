@@ -1,4 +1,5 @@
-"""Command line: ``gaussheat demo``, ``gaussheat info`` and ``gaussheat render`` (also ``python -m gaussheat_gpu``)."""
+"""Command line: ``gaussheat demo``, ``gaussheat info``, ``gaussheat render`` and ``gaussheat warmup`` (also
+``python -m gaussheat_gpu``)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,16 @@ def main(argv=None) -> int:
     demo.add_argument("--repeat", type=int, default=20, help="timed calls per backend (default 20)")
     commands.add_parser("info", help="version, backends that can run here and why the others cannot, devices")
     cli_render.add_parser(commands)
+    warm = commands.add_parser("warmup", help="compile and cache the Numba backend's paths ahead of time "
+                                              "(for Docker images and CI caches)")
+    warm.add_argument("--all", action="store_true", help="float64 outputs too (default: float32 only)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo(args.output, args.repeat)
     if args.command == "render":
         return cli_render.run(args)
+    if args.command == "warmup":
+        return run_warmup(args.all)
     return run_info()
 
 
@@ -140,6 +146,7 @@ def run_info() -> int:
         reason = backends.unavailable_reason(name)
         print(f"  {name:<8}{'available' if reason is None else 'unavailable: ' + reason}")
     print(f"  auto -> {backends.get('auto').__name__.rsplit('.', 1)[-1].removesuffix('_backend')}")
+    _print_numba_cache()
     print("CUDA devices:")
     try:
         from .backends import cupy as cupy_backend
@@ -149,6 +156,36 @@ def run_info() -> int:
         for line in cupy_backend.device_info():
             print(f"  {line}")
     return 0
+
+
+def run_warmup(all_dtypes) -> int:
+    """Compile and cache every path of the Numba backend (float32 outputs, or both dtypes)."""
+    reason = backends.unavailable_reason("numba")
+    if reason is not None:
+        print(f"gaussheat warmup: the numba backend cannot run here: {reason}", file=sys.stderr)
+        return 1
+    from .backends.numba import cache, warmup
+
+    print(f"compiling into {cache.location() or 'no cache (every process compiles again)'}")
+    start = time.perf_counter()
+    warmup.warmup(all_dtypes, report=lambda path, dtype, seconds: print(f"  {path:<30}{dtype:<9}{seconds:8.2f} s"))
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _print_numba_cache():
+    if backends.unavailable_reason("numba") is not None:
+        return
+    from .backends.numba import cache, warmup
+
+    status = warmup.cache_status()
+    print(f"numba cache: {cache.location() or 'none (every process compiles again)'}")
+    for dtype in warmup.DTYPES:
+        cold = [path for (path, kind), cached in status.items() if kind == dtype and not cached]
+        state = "warm" if not cold else "cold" if len(cold) == len(warmup.PATHS) else "cold for " + ", ".join(cold)
+        print(f"  {dtype}: {state}")
+    if not all(status.values()):
+        print("  (gaussheat warmup --all compiles every path ahead of time)")
 
 
 def _installed(distribution):

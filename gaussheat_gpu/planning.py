@@ -332,7 +332,7 @@ def check_truncate(truncate, n_kernels):
 # -- per-kernel formulas, written once ----------------------------------------------------------
 #
 # These take arrays (NumPy or CuPy: NumPy's ufuncs dispatch to CuPy through ``__array_ufunc__``) or
-# float64 scalars inside the compiled host loop (backends/numba_planning.py), which calls them
+# float64 scalars inside the compiled host loop (backends/numba/planning.py), which calls them
 # through Numba's ``register_jitable``. Plain IEEE operations only (no fused multiply-add), so both
 # ways give the same bits; cos/sin come from the C library there only where it matches NumPy's.
 
@@ -455,14 +455,14 @@ def _array_tables(kernels, grid, truncate, normalize, combine, xp) -> _Tables:
 
 @functools.cache
 def _numba_planning():
-    """:mod:`gaussheat_gpu.backends.numba_planning`, the tables in one compiled pass over host
+    """:mod:`gaussheat_gpu.backends.numba.planning`, the tables in one compiled pass over host
     kernels; None without Numba (imported on first use: the package and the NumPy backend never
     import Numba)."""
     try:
-        from .backends import numba_planning
+        from .backends.numba import planning
     except ImportError:
         return None
-    return numba_planning
+    return planning
 
 
 # The data checks of a plan, in the order their errors are raised.

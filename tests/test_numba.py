@@ -18,7 +18,8 @@ import pytest
 import gaussheat_gpu as gh
 
 pytest.importorskip("numba")
-from gaussheat_gpu.backends import numba_backend  # noqa: E402
+from gaussheat_gpu.backends import numba as numba_backend  # noqa: E402
+from gaussheat_gpu.backends.numba import dense, rotated  # noqa: E402
 
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def test_registered_and_available():
 
 NO_JIT_SCRIPT = textwrap.dedent("""
     import json, numpy as np, gaussheat_gpu as gh
-    from gaussheat_gpu.backends import numba_backend
+    from gaussheat_gpu.backends.numba import rotated as numba_rotated
     rng = np.random.default_rng(11)
     errors = {}
     def check(name, kernels, shape, dtype, **options):
@@ -92,11 +93,11 @@ NO_JIT_SCRIPT = textwrap.dedent("""
     narrow = gh.Kernels(x=[20.0], y=[15.0], sigma_x=[0.7], sigma_y=[3.0], theta=[0.6])
     from gaussheat_gpu.planning import make_grid, make_plan
     plan = make_plan(narrow, make_grid((30, 40)), truncate=None)
-    assert not numba_backend._rotated_is_safe(plan.params[0], *plan.boxes[0, :4])
+    assert not numba_rotated.rotated_is_safe(plan.params[0], *plan.boxes[0, :4])
     for normalize in ("pdf", "count"):
         for dtype in ("float32", "float64"):
             check(f"exact-{normalize}-{dtype}", narrow, (30, 40), dtype, normalize=normalize, truncate=None)
-    # The dense path (numba_dense.dense_product): large image, few wide axis-aligned kernels, sum, exact.
+    # The dense path (dense.dense_product): large image, few wide axis-aligned kernels, sum, exact.
     wide = gh.Kernels(x=[300.0, 700.0], y=[500.0, 200.0], sigma_x=[150.0, 260.0], sigma_y=[220.0, 90.0])
     for normalize in ("pdf", "count"):
         for dtype in ("float32", "float64"):
@@ -130,8 +131,8 @@ def test_kernel_bodies_without_jit_match_reference():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_dense_path_matches_reference(monkeypatch, normalize, dtype):
     calls = []
-    real = numba_backend._render_dense
-    monkeypatch.setattr(numba_backend, "_render_dense", lambda *a: calls.append(1) or real(*a))
+    real = dense.render_dense
+    monkeypatch.setattr(dense, "render_dense", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(3)
     kernels = gh.Kernels(x=rng.uniform(0, 1023, 6), y=rng.uniform(0, 1023, 6), sigma_x=rng.uniform(60, 200, 6),
                          sigma_y=rng.uniform(60, 200, 6), amplitude=rng.uniform(0.5, 2, 6))
@@ -142,7 +143,7 @@ def test_dense_path_matches_reference(monkeypatch, normalize, dtype):
 
 
 def test_dense_path_not_taken_where_it_does_not_apply(monkeypatch):
-    monkeypatch.setattr(numba_backend, "_render_dense", lambda *a: pytest.fail("dense path taken"))
+    monkeypatch.setattr(dense, "render_dense", lambda *a: pytest.fail("dense path taken"))
     wide = gh.Kernels(x=[500.0], y=[500.0], sigma_x=[300.0], sigma_y=[200.0])
     rotated = gh.Kernels(x=[500.0], y=[500.0], sigma_x=[300.0], sigma_y=[200.0], theta=[0.3])
     for kernels, options in [(wide, dict(combine="max")), (rotated, {}), (wide, dict(truncate=0.5))]:
@@ -270,7 +271,7 @@ def test_extreme_rotated_kernel_uses_exact_path_and_matches():
     from gaussheat_gpu.planning import make_grid, make_plan
     plan = make_plan(kernels, make_grid((260, 300)), truncate=None)
     p, box = plan.params[0], plan.boxes[0]
-    assert not numba_backend._rotated_is_safe(p, box[0], box[1], box[2], box[3])
+    assert not rotated.rotated_is_safe.py_func(p, box[0], box[1], box[2], box[3])
     for normalize in ("pdf", "count"):
         for dtype in ("float32", "float64"):
             actual = gh.render(kernels, (260, 300), backend="numba", dtype=dtype, normalize=normalize, truncate=None)
@@ -401,11 +402,11 @@ PAIR_NO_JIT_SCRIPT = textwrap.dedent("""
     import json
     import numpy as np
     import gaussheat_gpu as gh
-    from gaussheat_gpu.backends import numba_backend as nb
+    from gaussheat_gpu.backends.numba import bands, tiles
 
     calls = []
-    written = nb._set_pair_rows
-    nb._set_pair_rows = lambda *a: calls.append(1) or written(*a)
+    written = bands.set_pair_rows
+    tiles.set_pair_rows = lambda *a: calls.append(1) or written(*a)
     k = gh.Kernels(x=[40.0, 50.0], y=[30.0, 35.0], sigma_x=[5.0, 9.0], sigma_y=[7.0, 20.0], amplitude=[0.5, 0.7])
     errors = []
     for combine in ("sum", "max", "por"):

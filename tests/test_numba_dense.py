@@ -1,4 +1,4 @@
-"""The Numba backend's dense product (``gaussheat_gpu.backends.numba_dense``) against float64 matmul.
+"""The Numba backend's dense product (``gaussheat_gpu.backends.numba.dense``) against float64 matmul.
 
 Odd shapes cross the panel and row-block edges; kernel counts around multiples of 16 cross the
 zero padding of the 16-kernel groups. The output is pre-filled with NaN so that a pixel left
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("numba")
-from gaussheat_gpu.backends.numba_dense import DENSE_PANEL, dense_product  # noqa: E402
+from gaussheat_gpu.backends.numba.dense import DENSE_PANEL, dense_product  # noqa: E402
 
 TOLERANCE = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-14}
 

@@ -20,7 +20,7 @@ from gaussheat_gpu.planning import make_grid, make_plan
 from strategies import render_cases
 
 pytest.importorskip("numba")
-from gaussheat_gpu.backends import numba_planning  # noqa: E402
+from gaussheat_gpu.backends.numba import planning as numba_planning  # noqa: E402
 
 
 def plans(kernels, shape, options, **extra):
@@ -134,9 +134,12 @@ def test_compiled_loop_runs_as_python_too(monkeypatch):
     inputs = (columns, kernels.image, kernels.theta, trig, numba_planning.LIBM_TRIG)
     setup = ((grid.x0, grid.dx, grid.y0, grid.dy), (2, 30, 50), (2.5, np.empty(0)), planning.NORMALIZE_CODES["count"])
     monkeypatch.setattr(numba_planning, "CHUNK", 7)
-    for run in (numba_planning.plan_chunk.py_func, numba_planning.plan_chunks.py_func):
+    # Their callees as Python too: compiled without a Python wrapper, they cannot be called from Python.
+    for name in ("plan_chunk", "_tables_for"):
+        monkeypatch.setattr(numba_planning, name, getattr(numba_planning, name).py_func)
+    for run in (numba_planning.plan_chunk, numba_planning.plan_chunks.py_func):
         tables = (np.empty((50, 10)), np.empty((50, 5), np.int64), np.empty(50, np.int64))
-        if run is numba_planning.plan_chunk.py_func:
+        if run is numba_planning.plan_chunk:
             kept, checks, any_rotated = run(inputs, setup, tables, 0, 50)
             tables = tuple(table[:kept] for table in tables)
         else:

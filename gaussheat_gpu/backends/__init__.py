@@ -34,7 +34,7 @@ import os
 # Best first: "auto" takes the first one that can run.
 _MODULES = {
     "cupy": "gaussheat_gpu.backends.cupy",
-    "numba": "gaussheat_gpu.backends.numba_backend",
+    "numba": "gaussheat_gpu.backends.numba",
     "numpy": "gaussheat_gpu.backends.numpy_backend",
 }
 ENV_VAR = "GAUSSHEAT_BACKEND"

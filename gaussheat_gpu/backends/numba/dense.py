@@ -14,13 +14,21 @@ kernels in one expression; the column factors are packed into panels with a cons
 ``DENSE_PANEL`` slots per kernel, so every load is a base register plus a constant offset (without
 packing the 16 row pointers spill and it runs ~30% slower). Kernels are padded with zero factors to
 a multiple of 16: below 16 kernels the loop costs what 16 cost.
+
+:func:`dense_pays` says whether a plan takes this path, :func:`render_dense` renders it.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, P_SCALE
+from .cache import jit
+from .factors import COUNT, RELATIVE_FLUSH, SUM, col_factor, col_peak, kernel_params, row_factor, row_peak
+
+DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the dense path
+DENSE_MAX_KERNELS = 64  # past this many kernels per image, the product's rank is too high to pay
 DENSE_PANEL = 512  # slots per kernel in a packed panel; the offsets in _dense_panels are its multiples
 DENSE_ROWS = 32  # output rows per parallel task (32 rows x a 32 KiB panel was best or tied)
 GROUP = 16  # kernels summed per pass along a row
@@ -54,7 +62,7 @@ def dense_product(row_factors, col_factors, out):
     _dense_panels(row_packed, packed, out, panel_width)
 
 
-@njit(cache=True)
+@jit(entry=True)
 def _dense_pack(row_factors, col_factors, panel_width):
     """Zero-padded copies for :func:`_dense_panels`.
 
@@ -81,7 +89,7 @@ def _dense_pack(row_factors, col_factors, panel_width):
     return row_packed, packed
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
+@jit(entry=True, parallel=True, fastmath={"contract"})
 def _dense_panels(row_packed, packed, out, panel_width):
     """prange over blocks of ``DENSE_ROWS`` rows; per panel and group of 16 kernels, one vectorised
     pass along each row sums the 16 products in registers (two chains of 8).
@@ -120,3 +128,66 @@ def _dense_panels(row_packed, packed, out, panel_width):
                                      + (a8 * q[4096 + j] + a9 * q[4608 + j] + a10 * q[5120 + j] + a11 * q[5632 + j]
                                         + a12 * q[6144 + j] + a13 * q[6656 + j] + a14 * q[7168 + j]
                                         + a15 * q[7680 + j]))
+
+
+def dense_pays(plan, combine):
+    """A sum of few axis-aligned kernels, each covering at least half of a large image."""
+    grid = plan.grid
+    if combine != SUM or plan.accumulate or not plan.axis_aligned or grid.n_images != 1:
+        return False
+    if grid.height * grid.width < DENSE_MIN_PIXELS or plan.n_kernels > DENSE_MAX_KERNELS:
+        return False
+    boxes = plan.boxes
+    areas = (boxes[:, B_COL1] - boxes[:, B_COL0] + 1) * (boxes[:, B_ROW1] - boxes[:, B_ROW0] + 1)
+    return bool(areas.min() * 2 >= grid.height * grid.width)
+
+
+def render_dense(plan, images, normalize):
+    """Render ``plan`` (``dense_pays``) into ``images`` (1, H, W)."""
+    grid = plan.grid
+    dtype = images.dtype
+    col_factors = np.empty((plan.n_kernels, grid.width), dtype=dtype)
+    row_factors = np.empty((plan.n_kernels, grid.height), dtype=dtype)
+    dense_factors(plan.params, plan.boxes, normalize, col_factors, row_factors)
+    dense_product(row_factors, col_factors, images[0])
+
+
+@jit(entry=True, parallel=True)
+def dense_factors(params, boxes, normalize, col_factors, row_factors):
+    """Rows of ``col_factors`` (K, W) and ``row_factors`` (K, H): zero outside each box, scale in rows.
+
+    Column factors are normalised to a peak of 1. Float32 factors are trimmed so that no product of
+    two kept factors is subnormal: columns below 2**-50 of their peak and row factors below 2**-76
+    are dropped; float64 ones below 2**-60 of their peak. A kernel whose largest value is below
+    2**-36 drops float32 row factors below 2**-40 of it instead (its products may be subnormal: a
+    kernel whose values are all tiny keeps them, within 1e-12 of its peak).
+    """
+    float32 = col_factors.itemsize == 4
+    col_floor = 2.0 ** -50 if float32 else RELATIVE_FLUSH
+    for j in prange(params.shape[0]):
+        k = np.int64(j)
+        p = kernel_params(params, k)
+        c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
+        r0, r1 = boxes[k, B_ROW0], boxes[k, B_ROW1]
+        peak_col = col_peak(p, c0, c1, normalize)
+        peak_row = row_peak(p, r0, r1, normalize)
+        col_factors[k, :] = 0
+        row_factors[k, :] = 0
+        col_sum = 0.0
+        for c in range(c0, c1 + 1):
+            g = col_factor(p, c, normalize)
+            col_sum += g
+            if g >= peak_col * col_floor:
+                col_factors[k, c] = g / peak_col
+        row_sum = 0.0
+        for r in range(r0, r1 + 1):
+            row_sum += row_factor(p, r, normalize)
+        scale = p[P_SCALE] * peak_col
+        if normalize == COUNT:
+            scale = scale / (col_sum * row_sum)
+        row_floor = min(2.0 ** -76, abs(scale * peak_row) * 2.0 ** -40) if float32 else 0.0
+        for r in range(r0, r1 + 1):
+            g = row_factor(p, r, normalize)
+            v = scale * g
+            if g >= peak_row * RELATIVE_FLUSH and abs(v) >= row_floor:
+                row_factors[k, r] = v

@@ -20,12 +20,13 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.extending import register_jitable
 
-from ..planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, NORMALIZE_CODES, P_A, P_B,
+from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, NORMALIZE_CODES, P_A, P_B,
                         P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL, P_SIGMA_ROW, _geometry,
                         _Tables, kernel_coefficients, por_peak_is_bad, support_range)
+from .cache import jit
 
 for _formula in (kernel_coefficients, support_range, por_peak_is_bad):
     register_jitable(_formula)
@@ -103,14 +104,14 @@ _NO_TRUNCATES = np.empty(0)
 _NO_TABLES = (np.empty((0, N_PARAMS)), np.empty((0, N_BOX), dtype=np.int64), np.empty(0, dtype=np.int64))
 
 
-@njit(cache=True)
+@jit
 def _tables_for(tables, n):
     if tables[0].shape[0] >= n:
         return tables
     return np.empty((n, N_PARAMS)), np.empty((n, N_BOX), dtype=np.int64), np.empty(n, dtype=np.int64)
 
 
-@njit(cache=True)
+@jit(entry=True)
 def plan_rows(inputs, setup, tables):
     """The tables of :func:`plan_tables` on the calling thread (``tables``: where to write them, or
     ``_NO_TABLES``), the checks and whether a kept kernel is rotated."""
@@ -120,7 +121,7 @@ def plan_rows(inputs, setup, tables):
     return (params[:kept], boxes[:kept], kernel_index[:kept]), checks, any_rotated
 
 
-@njit(cache=True)
+@jit
 def plan_chunk(inputs, setup, tables, lo, hi):
     """Plan rows of kernels ``lo..hi-1``, packed into ``tables`` from row ``lo``.
 
@@ -177,7 +178,7 @@ def plan_chunk(inputs, setup, tables, lo, hi):
     return row - lo, (first_bad_image, first_rotated, first_bad_por), any_rotated
 
 
-@njit(parallel=True, cache=True)
+@jit(entry=True, parallel=True)
 def plan_chunks(inputs, setup, tables):
     """:func:`plan_chunk` over chunks of ``CHUNK`` kernels in parallel, then the kept rows packed."""
     # A prange body cannot take tuples holding arrays or tuples: their items travel one by one and
@@ -234,7 +235,7 @@ def libm_trig_matches_numpy() -> bool:
     return bool(np.array_equal(_libm_cos_sin(angles), np.stack([np.cos(angles), np.sin(angles)])))
 
 
-@njit(cache=True)
+@jit(entry=True)
 def _libm_cos_sin(angles):
     result = np.empty((2, angles.size))
     for i in range(angles.size):

@@ -1,0 +1,120 @@
+"""Numba backend: compiled CPU kernels, parallel over row bands of every image.
+
+``render(plan, out)`` picks what a plan needs and compiles only that, on its first use:
+
+=================  ===========================================================================
+file               job
+=================  ===========================================================================
+``planning.py``    the planner's formulas compiled for host kernels (``make_plan(compiled=True)``):
+                   one serial loop, or parallel chunks past ``planning.CHUNK`` kernels
+``tiles.py``       kernels binned per row band, prepared once, every band rendered in parallel;
+                   specialised for plans of axis-aligned kernels, rotated ones, or both
+``bands.py``       axis-aligned kernels: separable rows, one ``exp`` per row
+``rotated.py``     rotated kernels: recurrences, two multiplies a pixel
+``dense.py``       a sum of few axis-aligned kernels covering a large image: one rank-K product
+``factors.py``     the per-kernel scalar formulas the others share
+``cache.py``       where compiled code is cached (with a fallback for read-only installs)
+``warmup.py``      compiling every path ahead of time (``gaussheat warmup``)
+=================  ===========================================================================
+
+Modes (combine, normalize, accumulate) are run-time switches inside each compiled function; the
+output dtype (float32 or float64) is a type, so each path has one specialisation per dtype. A
+first call in a process with an empty cache therefore compiles the planner's serial loop, the
+binning and one band specialisation (or the dense product), not the whole backend.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..._workspace import Workspace
+from ...planning import COMBINE_CODES, NORMALIZE_CODES
+from .. import host_free_memory as free_memory  # noqa: F401  (backend interface)
+from . import dense, tiles
+from .planning import WORKSPACE_MIN_KERNELS
+
+xp = np
+# make_plan options: the compiled planning pass (~60 NumPy calls cost more than W1 renders), its
+# tables in this thread's reused memory (fresh pages cost a W6 call ~10 ms of page faults)
+WORKSPACE = Workspace()
+plan_options = {"compiled": True, "workspace": WORKSPACE}
+
+# Rows per parallel task: the tallest of BAND_HEIGHTS whose tiles split evenly enough over the
+# threads (a prange hands each thread one contiguous run of tiles, so more tiles than threads buy
+# no balance, and 3 tiles for 2 threads idle one thread a third of the time). A kernel crossing
+# a band edge is prepared once per band: on W6 (1024 rows, 2 threads) 64-row bands took 13.4 ms,
+# 128-row ones 11.6 and 256-row ones 11.0 (16-row bands were slower still, PERFORMANCE-NOTES);
+# W5's 768 rows in 256-row bands (3 tiles for 2 threads) went from 1.55 to 1.84 ms.
+BAND_HEIGHTS = (256, 128)
+BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer than SMALL_ROWS rows
+SMALL_ROWS = 1024
+MAX_IMBALANCE = 1.1  # most work a thread may get, relative to an even split of the tiles
+
+
+def unavailable_reason():
+    """Numba imported, so the backend can run (an import failure is reported by the registry)."""
+    return None
+
+
+def render(plan, out):
+    """Evaluate ``plan`` into ``out`` with compiled, multi-threaded CPU kernels.
+
+    Parameters
+    ----------
+    plan : gaussheat_gpu.planning.Plan
+        What to render: grid, modes and per-kernel coefficients (NumPy arrays).
+    out : numpy.ndarray
+        C-contiguous, ``plan.grid.shape``, ``plan.dtype`` (float32 or float64). Every pixel is
+        overwritten, or combined with its current value when ``plan.accumulate``.
+
+    Notes
+    -----
+    Axis-aligned sums whose kernels each cover most of a large image are rendered as one dense
+    matrix product per image (:mod:`.dense`); everything else goes through the row bands
+    (:mod:`.tiles`), specialised for the kinds of kernel the plan holds. Both agree with the NumPy
+    backend within the bounds of DESIGN.md section 3.
+    """
+    grid = plan.grid
+    images = out.reshape(grid.n_images, grid.height, grid.width)
+    n_kernels = plan.params.shape[0]
+    if n_kernels == 0:
+        if not plan.accumulate:
+            images.fill(0)
+        return
+    combine = COMBINE_CODES[plan.combine]
+    normalize = NORMALIZE_CODES[plan.normalize]
+    if dense.dense_pays(plan, combine):
+        dense.render_dense(plan, images, normalize)
+        return
+    band_height = _band_height(grid.n_images, grid.height)
+    offsets, kernel_ids, col_offsets = tiles.bin_kernels(plan.boxes, plan.params, grid.n_images, grid.height,
+                                                         band_height)
+    if n_kernels >= WORKSPACE_MIN_KERNELS:
+        column_factors = WORKSPACE.empty("column_factors", (col_offsets[-1],), out.dtype)
+        info = WORKSPACE.empty("info", (n_kernels, tiles.INFO_COLUMNS), np.float64)
+    else:
+        column_factors = np.empty(col_offsets[-1], dtype=out.dtype)
+        info = np.empty((n_kernels, tiles.INFO_COLUMNS), dtype=np.float64)
+    # Which specialisation: True or None for "has axis-aligned kernels" and "has rotated ones".
+    tiles.render_bands(plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
+                       band_height, combine, normalize, plan.accumulate, True if col_offsets[-1] else None,
+                       None if plan.axis_aligned else True)
+
+
+def _band_height(n_images, height):
+    """Rows per band: the tallest of ``BAND_HEIGHTS`` that gives every Numba thread a tile and no
+    thread more than ``MAX_IMBALANCE`` times its share of the tiles, else ``BAND_HEIGHT``.
+
+    Outputs of fewer than ``SMALL_ROWS`` rows in all keep ``BAND_HEIGHT`` without asking Numba for
+    its thread count (0.6 us, 1% of W1's render()).
+    """
+    if n_images * height < SMALL_ROWS:
+        return BAND_HEIGHT
+    threads = numba.get_num_threads()
+    for band_height in BAND_HEIGHTS:
+        n_tiles = n_images * ((height + band_height - 1) // band_height)
+        rounds = (n_tiles + threads - 1) // threads
+        if n_tiles >= threads and rounds * threads <= MAX_IMBALANCE * n_tiles:
+            return band_height
+    return BAND_HEIGHT

@@ -1,0 +1,133 @@
+"""Where the Numba backend keeps its compiled code between processes, and whether it is there.
+
+Every compiled function of the backend is made by :func:`jit` and cached on disk, found in the
+first writable one of:
+
+1. ``$NUMBA_CACHE_DIR``, when set;
+2. the ``__pycache__`` folder beside the package's sources (a ``pip install`` into a virtual
+   environment, a source checkout);
+3. the user's cache folder, ``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba`` (a package installed
+   read-only, such as a system site-packages owned by root);
+4. ``<temporary folder>/gaussheat_gpu-numba-<user>`` (a read-only home too, as in many
+   containers; ``tempfile.gettempdir()`` honours ``$TMPDIR``).
+
+The first three are Numba's own choices, in Numba's order; the fourth is this backend's. Where none
+is writable, the functions are compiled without a cache (every new process compiles again) and a
+:class:`CacheWarning` says so and what to set. Numba checks each cached entry against the source
+file's contents and the CPU it was compiled for, so a stale or foreign entry is compiled again,
+never run; here an entry is also compiled again when any source file of the backend changed (a
+function's compiled code holds the code of the functions it calls, from other files too).
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import glob
+import hashlib
+import os
+import tempfile
+import warnings
+
+import numba
+from numba.core import caching, config
+
+ENV_VAR = "NUMBA_CACHE_DIR"
+_state = {"location": None, "warned": False}
+
+
+class CacheWarning(UserWarning):
+    """Compiled code cannot be cached on disk: every new process compiles again."""
+
+
+def jit(function=None, *, entry=False, **options):
+    """``numba.njit(**options)`` whose compiled code is cached in the first writable location of
+    the module docstring's list (``cache=True`` with a fallback); usable as ``@jit`` or
+    ``@jit(parallel=True)``.
+
+    Only an ``entry=True`` function can be called from Python: the others are called from compiled
+    code only and get no Python or C wrapper (two more small modules to compile and optimise for
+    each function, 12% of the seed's first call). Their Python bodies stay callable as
+    ``.py_func``.
+    """
+    if function is None:
+        return lambda function: jit(function, entry=entry, **options)
+    if not entry:
+        options = dict(options, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+    dispatcher = numba.njit(cache=False, **options)(function)
+    if not hasattr(dispatcher, "enable_caching"):  # NUMBA_DISABLE_JIT=1: the Python function itself
+        return dispatcher
+    _enable_caching(dispatcher)
+    return dispatcher
+
+
+def fallback_dir() -> str:
+    """The backend's own last cache location: ``<temporary folder>/gaussheat_gpu-numba-<user>``."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name (some containers): the numeric id
+        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+    return os.path.join(tempfile.gettempdir(), f"gaussheat_gpu-numba-{user}")
+
+
+def _enable_caching(dispatcher):
+    try:
+        dispatcher.enable_caching()  # Numba's locations (1-3)
+    except RuntimeError:  # "no locator available": none of them is writable
+        saved = config.CACHE_DIR
+        config.CACHE_DIR = fallback_dir()
+        try:
+            dispatcher.enable_caching()
+        except RuntimeError:
+            _warn_once()
+            return
+        finally:
+            config.CACHE_DIR = saved
+    _state["location"] = dispatcher._cache.cache_path
+    # Numba stamps a cached function with its own source file only; a caller's entry holds the
+    # code of callees from other files too, so every entry is stamped with all of them.
+    cache_file = getattr(dispatcher._cache, "_cache_file", None)
+    if hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = _sources_stamp()
+
+
+@functools.cache
+def _sources_stamp():
+    """A hash of every source file the backend's compiled code comes from."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = sorted(glob.glob(os.path.join(here, "*.py"))) + [os.path.join(os.path.dirname(os.path.dirname(here)),
+                                                                           "planning.py")]
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _warn_once():
+    if _state["warned"]:
+        return
+    _state["warned"] = True
+    warnings.warn(
+        "gaussheat_gpu's Numba backend cannot cache its compiled code: none of $NUMBA_CACHE_DIR, the package's "
+        f"__pycache__, the user cache folder or {fallback_dir()} is writable, so every new process compiles again "
+        "(seconds per path). Set NUMBA_CACHE_DIR to a writable folder.", CacheWarning, stacklevel=4)
+
+
+def location() -> str | None:
+    """The folder the backend's compiled code is cached in (of its last function), or ``None``."""
+    return _state["location"]
+
+
+def valid_entries(dispatcher) -> list:
+    """Index keys ``(signature, target, hashes)`` of ``dispatcher``'s cached code that this process
+    would load instead of compiling: compiled from these sources for this CPU (Numba's own test)."""
+    cache = getattr(dispatcher, "_cache", None)
+    if not isinstance(cache, caching.FunctionCache):
+        return []
+    try:
+        index = cache._cache_file._load_index()  # {} when a source file changed
+        probe = cache._index_key((), dispatcher.targetctx.codegen())
+    except Exception:  # an unreadable index: nothing this process would load
+        return []
+    return [key for key in index if key[1:] == probe[1:]]
