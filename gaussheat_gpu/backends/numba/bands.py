@@ -10,9 +10,9 @@ A band's first kernel, when it spans all the band's rows, writes them whole inst
 its values: one pass over the rows less); when the second kernel spans them too, both are written
 in that one pass, by the same operations in the same order as zero-filling and combining twice.
 
-Values whose magnitude falls below the kernel's flush threshold (``flush_threshold``: the output
-dtype's smallest normal number, or 2**-60 of the kernel's peak when that is smaller) are not
-written: columns whose product with the row factor would fall below it are trimmed, whole rows
+Values whose magnitude falls below the kernel's flush threshold (:func:`.factors.flush_threshold`
+of its largest value over its box: the output dtype's smallest normal number, or 2**-60 of that
+value when it is smaller) are not written: columns whose product with the row factor would fall below it are trimmed, whole rows
 below it skipped.
 """
 
@@ -24,11 +24,11 @@ from .factors import (COUNT, MAX, RELATIVE_FLUSH, SUM, col_factor, col_peak, flu
                       row_factor, row_peak)
 
 @jit
-def prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info, tiny):
+def prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info):
     """Column factors of axis-aligned kernel ``k``, normalised to peak 1 and trimmed; its row scale.
 
-    ``info[k]`` receives (row scale, flush threshold, first kept column, last kept column): the row
-    factor of row ``r`` is ``row scale * factor(r)``, the pixel value ``row factor * column factor``.
+    ``info[k]`` receives (row scale, first kept column, last kept column): the row factor of row
+    ``r`` is ``row scale * factor(r)``, the pixel value ``row factor * column factor``.
     """
     p = kernel_params(params, k)
     c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
@@ -50,28 +50,27 @@ def prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, 
             row_sum += row_factor(p, r, normalize)
         scale = scale / (col_sum * row_sum)
     info[k, 0] = scale * peak_col
-    info[k, 1] = flush_threshold(info[k, 0] * row_peak(p, r0, r1, normalize), tiny)
-    info[k, 2] = first
-    info[k, 3] = last
+    info[k, 1] = first
+    info[k, 2] = last
 
 
-@jit
+@jit(forceinline=True)
 def kept_factors(k, boxes, info, col_offsets, column_factors):
     """First kept column of axis-aligned kernel ``k`` and its column factors from there (empty when
     ``prepare_separable`` kept none)."""
-    first, last = int(info[k, 2]), int(info[k, 3])
+    first, last = int(info[k, 1]), int(info[k, 2])
     base = col_offsets[k] - boxes[k, B_COL0]
     return first, column_factors[base + first:base + max(last, first - 1) + 1]
 
 
-@jit
+@jit(forceinline=True)
 def spans_band(params, boxes, info, k, band_first, band_last):
     """Whether kernel ``k`` is axis-aligned, keeps some columns and its box spans every band row."""
-    return (params[k, P_B] == 0.0 and info[k, 2] <= info[k, 3] and boxes[k, B_ROW0] <= band_first
+    return (params[k, P_B] == 0.0 and info[k, 1] <= info[k, 2] and boxes[k, B_ROW0] <= band_first
             and boxes[k, B_ROW1] >= band_last)
 
 
-@jit
+@jit(forceinline=True)
 def separable_row(p, r, factors, row_scale, peak_row, normalize, flush):
     """Row ``r`` of an axis-aligned kernel: ``(lo, hi, row_factor)``, its values being
     ``row_factor * factors[lo:hi + 1]``; ``lo > hi`` when the whole row is flushed.
@@ -96,7 +95,7 @@ def separable_row(p, r, factors, row_scale, peak_row, normalize, flush):
 # The row loops below index views with their range variable only: an index like ``base + c`` keeps
 # Numba's negative-index check in the loop and stops LLVM from vectorising it (3x slower).
 
-@jit
+@jit(forceinline=True)
 def combine_separable_row(row, factors, value, combine):
     """row[i] <- combine(row[i], value * factors[i]).
 
@@ -115,7 +114,7 @@ def combine_separable_row(row, factors, value, combine):
             row[i] = s + value * factors[i] * (one - s)
 
 
-@jit
+@jit(forceinline=True)
 def zero_row(row):
     """row <- 0 (an explicit loop: Numba's slice assignment is several times slower)."""
     zero = row.dtype.type(0)
@@ -123,7 +122,7 @@ def zero_row(row):
         row[i] = zero
 
 
-@jit
+@jit(forceinline=True)
 def set_separable_row(row, begin, factors, value, combine):
     """row <- combine(0, value * factors) from column ``begin``, and 0 around it.
 
@@ -145,17 +144,18 @@ def set_separable_row(row, begin, factors, value, combine):
         row[i] = zero
 
 
-@jit
+@jit(forceinline=True)
 def separable_kernel(image, params, boxes, k, col_offsets, column_factors, info, r_first, r_last, combine,
-                     normalize, setting):
+                     normalize, tiny, setting):
     """Rows r_first..r_last of axis-aligned kernel ``k`` combined into ``image`` (2-D); with
     ``setting``, written whole instead (the kernel spans the band and nothing came before it)."""
     first, factors = kept_factors(k, boxes, info, col_offsets, column_factors)
     if factors.size == 0:
         return
     p = kernel_params(params, k)
-    row_scale, flush = info[k, 0], info[k, 1]
+    row_scale = info[k, 0]
     peak_row = row_peak(p, boxes[k, B_ROW0], boxes[k, B_ROW1], normalize)
+    flush = flush_threshold(row_scale * peak_row, tiny)
     for r in range(r_first, r_last + 1):
         lo, hi, value = separable_row(p, r, factors, row_scale, peak_row, normalize, flush)
         if lo > hi:
@@ -171,7 +171,7 @@ def separable_kernel(image, params, boxes, k, col_offsets, column_factors, info,
 
 @jit
 def set_pair_rows(image, params, boxes, k1, k2, col_offsets, column_factors, info, band_first, band_last,
-                  combine, normalize):
+                  combine, normalize, tiny):
     """Rows band_first..band_last written by two axis-aligned kernels that span them, in one pass.
 
     Every pixel gets exactly what zero-filling, ``set_separable_row`` with ``k1`` and then
@@ -185,9 +185,10 @@ def set_pair_rows(image, params, boxes, k1, k2, col_offsets, column_factors, inf
     p1, p2 = kernel_params(params, k1), kernel_params(params, k2)
     peak1 = row_peak(p1, boxes[k1, B_ROW0], boxes[k1, B_ROW1], normalize)
     peak2 = row_peak(p2, boxes[k2, B_ROW0], boxes[k2, B_ROW1], normalize)
+    flush1, flush2 = flush_threshold(info[k1, 0] * peak1, tiny), flush_threshold(info[k2, 0] * peak2, tiny)
     for r in range(band_first, band_last + 1):
-        lo1, hi1, v1 = separable_row(p1, r, f1, info[k1, 0], peak1, normalize, info[k1, 1])
-        lo2, hi2, v2 = separable_row(p2, r, f2, info[k2, 0], peak2, normalize, info[k2, 1])
+        lo1, hi1, v1 = separable_row(p1, r, f1, info[k1, 0], peak1, normalize, flush1)
+        lo2, hi2, v2 = separable_row(p2, r, f2, info[k2, 0], peak2, normalize, flush2)
         rf1, rf2 = image.dtype.type(v1), image.dtype.type(v2)
         # Kept columns [b, e) of each kernel (empty when its row is flushed).
         b1, e1 = (first1 + lo1, first1 + hi1 + 1) if lo1 <= hi1 else (width, width)

@@ -48,12 +48,15 @@ def jit(function=None, *, entry=False, **options):
     Only an ``entry=True`` function can be called from Python: the others are called from compiled
     code only and get no Python or C wrapper (two more small modules to compile and optimise for
     each function, 12% of the seed's first call). Their Python bodies stay callable as
-    ``.py_func``.
+    ``.py_func``. ``forceinline=True`` inlines a function wherever it is called (in LLVM, which
+    costs no compile time to speak of); others are called, unless LLVM chooses to inline them.
     """
     if function is None:
         return lambda function: jit(function, entry=entry, **options)
     if not entry:
         options = dict(options, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+    # Explicit: otherwise a function first compiled as the callee of a forceinline one inherits it.
+    options.setdefault("forceinline", False)
     dispatcher = numba.njit(cache=False, **options)(function)
     if not hasattr(dispatcher, "enable_caching"):  # NUMBA_DISABLE_JIT=1: the Python function itself
         return dispatcher

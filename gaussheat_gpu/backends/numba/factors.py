@@ -26,7 +26,7 @@ _SQRT_HALF = math.sqrt(0.5)
 RELATIVE_FLUSH = 2.0 ** -60  # factors and values below this fraction of their peak are dropped
 
 
-@jit
+@jit(forceinline=True)
 def cell_mass(offset, sigma):
     """Normal(0, sigma) mass of the unit cell ``offset`` pixels from the mean (numpy_backend.cell_mass)."""
     d = abs(offset)
@@ -37,7 +37,7 @@ def cell_mass(offset, sigma):
     return 0.5 * (math.erf(hi) - math.erf(lo))
 
 
-@jit
+@jit(forceinline=True)
 def factor(offset, coef, shift, sigma, normalize):
     """One axis of a separable kernel at ``offset`` pixels from its centre."""
     if normalize == INTEGRAL:
@@ -45,13 +45,13 @@ def factor(offset, coef, shift, sigma, normalize):
     return math.exp(-0.5 * (coef * offset * offset - shift))
 
 
-@jit
+@jit(forceinline=True)
 def nearest(centre, lo, hi):
     """The integer in [lo, hi] nearest ``centre`` (where a unimodal factor peaks)."""
     return min(max(math.floor(centre + 0.5), lo), hi)
 
 
-@jit
+@jit(forceinline=True)
 def kernel_params(params, k):
     """Row ``k`` of ``params`` as a tuple: ``params[k]`` would be a view, and every view increfs and
     decrefs its array with an atomic instruction on a cache line all threads share (11% of W6's
@@ -60,31 +60,31 @@ def kernel_params(params, k):
             params[k, 7], params[k, 8], params[k, 9])
 
 
-@jit
+@jit(forceinline=True)
 def col_factor(p, c, normalize):
     """Column factor of axis-aligned kernel ``p`` (a ``kernel_params`` tuple) at column ``c``."""
     return factor(c - p[P_CX], p[P_A], p[P_SHIFT_COL], p[P_SIGMA_COL], normalize)
 
 
-@jit
+@jit(forceinline=True)
 def row_factor(p, r, normalize):
     """Row factor of axis-aligned kernel ``p`` at row ``r``."""
     return factor(r - p[P_CY], p[P_C], p[P_SHIFT_ROW], p[P_SIGMA_ROW], normalize)
 
 
-@jit
+@jit(forceinline=True)
 def col_peak(p, c0, c1, normalize):
     """Largest column factor of an axis-aligned kernel over columns c0..c1 (nearest its centre)."""
     return col_factor(p, nearest(p[P_CX], c0, c1), normalize)
 
 
-@jit
+@jit(forceinline=True)
 def row_peak(p, r0, r1, normalize):
     """Largest row factor of an axis-aligned kernel over rows r0..r1 (nearest its centre)."""
     return row_factor(p, nearest(p[P_CY], r0, r1), normalize)
 
 
-@jit
+@jit(forceinline=True)
 def flush_threshold(peak, tiny):
     """Values below this are written as 0: ``tiny`` (the output dtype's smallest normal number:
     subnormals cost a microcode assist each), unless the kernel's ``peak`` is so small that this

@@ -27,13 +27,14 @@ import numpy as np
 from ...planning import (B_COL0, B_COL1, B_ROW0, B_ROW1, P_A, P_B, P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL,
                          P_SHIFT_ROW)
 from .cache import jit
-from .factors import COUNT, MAX, SUM, flush_threshold, kernel_params, nearest
+from .factors import COUNT, MAX, RELATIVE_FLUSH, SUM, flush_threshold, kernel_params, nearest
 
 RESTART = 32  # recurrence steps between exact exp restarts
 LANES = 8  # rotated rows are combined over windows of a multiple of this many pixels
 # Rotated kernels are stepped only when every factor of the recurrences stays inside exp(+-this):
 # normal in float64 with a margin of exp(100) for the kernel's scale.
 SAFE_EXPONENT = 600.0
+_SURELY_NORMAL = math.exp(40.0) / RELATIVE_FLUSH  # scale * exp(-40) above tiny / RELATIVE_FLUSH
 
 
 @jit
@@ -50,38 +51,36 @@ def prepare_rotated(params, boxes, k, normalize, info, tiny):
         else:
             scale = scale / _exact_sum(p, c0, c1, r0, r1)
     info[k, 0] = scale
-    info[k, 1] = flush_threshold(scale * _value(p, nearest(p[P_CX], c0, c1), nearest(p[P_CY], r0, r1)), tiny)
+    # The flush threshold of its value at the box pixel nearest its centre, scale * exp(-exponent);
+    # tiny without that exp when the value is surely above tiny / RELATIVE_FLUSH.
+    exponent = _exponent(p, nearest(p[P_CX], c0, c1), nearest(p[P_CY], r0, r1))
+    if exponent <= 40.0 and abs(scale) >= tiny * _SURELY_NORMAL:
+        info[k, 1] = tiny
+    else:
+        info[k, 1] = flush_threshold(scale * math.exp(-exponent), tiny)
     info[k, 2] = 1.0 if safe else 0.0
     info[k, 3] = math.exp(-p[P_A])
     info[k, 4] = math.exp(-p[P_B])
     info[k, 5] = math.exp(-p[P_C])
 
 
-@jit
-def rotated_kernel(image, params, boxes, k, info, r_first, r_last, combine, column, down, spare):
-    """Rows r_first..r_last of rotated kernel ``k`` combined into ``image`` (2-D); ``column``,
-    ``down`` (float64) and ``spare`` (the output dtype) are scratch rows of the image's width."""
-    p = kernel_params(params, k)
-    c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
-    if info[k, 2] != 0.0:
-        _rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], (info[k, 3], info[k, 4], info[k, 5]),
-                       combine, info[k, 1], column, down, spare)
-    else:
-        for r in range(r_first, r_last + 1):
-            _combine_exact_row(image[r], p, r, c0, c1, info[k, 0], combine, info[k, 1])
-
-
-@jit
-def _value(p, col, r):
-    """``g`` at pixel (col, r), one exp."""
+@jit(forceinline=True)
+def _exponent(p, col, r):
+    """``-log g`` at pixel (col, r): ``(q - shift) / 2``."""
     u = col - p[P_CX]
     w = r - p[P_CY]
-    return math.exp(-0.5 * (p[P_A] * u * u + 2.0 * p[P_B] * u * w + p[P_C] * w * w - (p[P_SHIFT_COL] + p[P_SHIFT_ROW])))
+    return 0.5 * (p[P_A] * u * u + 2.0 * p[P_B] * u * w + p[P_C] * w * w - (p[P_SHIFT_COL] + p[P_SHIFT_ROW]))
+
+
+@jit(forceinline=True)
+def _value(p, col, r):
+    """``g`` at pixel (col, r), one exp (``exp(-0.5 * (q - shift))``: negating is exact)."""
+    return math.exp(-_exponent(p, col, r))
 
 
 @jit
 def rotated_is_safe(p, c0, c1, r0, r1):
-    """Whether every factor ``_rotated_block`` forms stays within exp(+-SAFE_EXPONENT).
+    """Whether every factor ``rotated_block`` forms stays within exp(+-SAFE_EXPONENT).
 
     With ``U`` and ``V`` the largest ``|u|`` and ``|w|`` over the box widened by one pixel,
     ``E1 = A U^2/2 + |B| U V`` bounds ``|A u^2/2 + B u w|`` and ``E2 = C V^2/2`` bounds ``C w^2/2``:
@@ -138,7 +137,7 @@ def _start_rows(p, u0, w, n, step_a, step_b, column, down):
 
 
 @jit(inline="always")
-def _rotated_block(image, p, r_first, r_last, c0, c1, scale, steps, combine, flush, column, down, spare):
+def rotated_block(image, p, r_first, r_last, c0, c1, scale, steps, combine, flush, column, down, spare):
     """Combine ``scale * g`` of rotated kernel ``p`` into rows r_first..r_last, columns c0..c1 of
     ``image`` (2-D).
 
@@ -189,7 +188,7 @@ def _rotated_block(image, p, r_first, r_last, c0, c1, scale, steps, combine, flu
 
 @jit
 def _rotated_total(p, c0, c1, r0, r1):
-    """Sum of ``g`` over the box, by the recurrences of ``_rotated_block`` (for ``count``)."""
+    """Sum of ``g`` over the box, by the recurrences of ``rotated_block`` (for ``count``)."""
     n = c1 - c0 + 1
     column = np.empty(n)
     down = np.empty(n)
@@ -280,7 +279,7 @@ def _combine_rotated_rows(row, row2, column, down, row_factor, row_factor2, comb
 
 
 @jit
-def _combine_exact_row(row, p, r, c0, c1, scale, combine, flush):
+def combine_exact_row(row, p, r, c0, c1, scale, combine, flush):
     """One exp per pixel: rotated kernels whose recurrences could underflow or overflow."""
     zero = row[0] * 0
     for col in range(c0, c1 + 1):

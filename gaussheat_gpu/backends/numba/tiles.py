@@ -22,7 +22,8 @@ from numba import prange
 from ...planning import B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, P_B
 from .cache import jit
 from .bands import prepare_separable, separable_kernel, set_pair_rows, spans_band, zero_row
-from .rotated import prepare_rotated, rotated_kernel
+from .factors import kernel_params
+from .rotated import combine_exact_row, prepare_rotated, rotated_block
 
 INFO_COLUMNS = 6  # what the preparation keeps per kernel (prepare_separable, prepare_rotated)
 
@@ -75,10 +76,11 @@ def render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factors
                  combine, normalize, accumulate, axis, rotated):
     """Prepare every kernel, then render every (image, band) tile; see the module docstring.
 
-    The loop bodies are functions of their own: inlined into a ``prange`` body, the rotated helpers
-    nearly doubled the cold compile time (Numba's parfor passes on a large body). Their kernel
-    index is cast to int64: a ``prange`` index is unsigned inside the parallel body, and would
-    compile every function it is passed to a second time.
+    The loop bodies are calls: inlined into a ``prange`` body, the rotated helpers nearly doubled
+    the cold compile time (Numba's parfor passes on a large body), and the preparation ran 1.8x
+    slower on W6 inlined (LLVM) into it. The kernel index is cast to int64: a ``prange`` index is
+    unsigned inside the parallel body, and would compile every function it is passed to a second
+    time.
     """
     n_kernels = params.shape[0]
     n_images, height, width = images.shape
@@ -86,31 +88,24 @@ def render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factors
     tiny = np.finfo(images.dtype).tiny  # smallest normal number of the output dtype
     # Prepared once a kernel, not once a band, and here the exps overlap across kernels.
     for k in prange(n_kernels):
-        prepare_kernel(params, boxes, np.int64(k), normalize, col_offsets, column_factors, info, tiny, axis,
-                       rotated)
+        if rotated is None:
+            prepare_separable(params, boxes, np.int64(k), normalize, col_offsets, column_factors, info)
+        elif axis is None:
+            prepare_rotated(params, boxes, np.int64(k), normalize, info, tiny)
+        elif params[k, P_B] == 0.0:
+            prepare_separable(params, boxes, np.int64(k), normalize, col_offsets, column_factors, info)
+        else:
+            prepare_rotated(params, boxes, np.int64(k), normalize, info, tiny)
     for tile in prange(n_images * n_bands):
         band_first = (tile % n_bands) * band_height
         render_tile(params, boxes, kernel_ids[offsets[tile]:offsets[tile + 1]], col_offsets, column_factors, info,
                     images[tile // n_bands], band_first, min(height, band_first + band_height) - 1, combine,
-                    normalize, accumulate, axis, rotated)
-
-
-@jit
-def prepare_kernel(params, boxes, k, normalize, col_offsets, column_factors, info, tiny, axis, rotated):
-    """``info[k]`` (and the column factors of an axis-aligned kernel) of kernel ``k``."""
-    if rotated is None:
-        prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info, tiny)
-    elif axis is None:
-        prepare_rotated(params, boxes, k, normalize, info, tiny)
-    elif params[k, P_B] == 0.0:
-        prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info, tiny)
-    else:
-        prepare_rotated(params, boxes, k, normalize, info, tiny)
+                    normalize, accumulate, tiny, axis, rotated)
 
 
 @jit
 def render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, image, band_first, band_last,
-                combine, normalize, accumulate, axis, rotated):
+                combine, normalize, accumulate, tiny, axis, rotated):
     """Rows band_first..band_last of ``image`` (2-D): zeroed unless accumulating, then every kernel
     of ``kernel_ids`` combined in."""
     width = image.shape[1]
@@ -126,12 +121,12 @@ def render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, im
                                                                       band_first, band_last)
         if paired:
             set_pair_rows(image, params, boxes, kernel_ids[0], kernel_ids[1], col_offsets, column_factors, info,
-                          band_first, band_last, combine, normalize)
+                          band_first, band_last, combine, normalize, tiny)
     if not accumulate and not overwrite:
         for r in range(band_first, band_last + 1):
             zero_row(image[r])
     if rotated is not None:
-        column = np.empty(width)  # scratch of rotated_kernel
+        column = np.empty(width)  # scratch of rotated_block
         down = np.empty(width)
         spare = np.zeros(width, dtype=image.dtype)  # the odd last row of a rotated visit
     for j in range(2 if paired else 0, kernel_ids.size):
@@ -139,12 +134,24 @@ def render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, im
         r_first = max(boxes[k, B_ROW0], band_first)
         r_last = min(boxes[k, B_ROW1], band_last)
         if rotated is None:
-            separable_kernel(image, params, boxes, k, col_offsets, column_factors, info, r_first, r_last, combine,
-                             normalize, overwrite and j == 0)
+            separable = True
         elif axis is None:
-            rotated_kernel(image, params, boxes, k, info, r_first, r_last, combine, column, down, spare)
-        elif params[k, P_B] == 0.0:
-            separable_kernel(image, params, boxes, k, col_offsets, column_factors, info, r_first, r_last, combine,
-                             normalize, overwrite and j == 0)
+            separable = False
         else:
-            rotated_kernel(image, params, boxes, k, info, r_first, r_last, combine, column, down, spare)
+            separable = params[k, P_B] == 0.0
+        # Each kind's code once, and only in the specialisations that have it.
+        if separable:
+            if axis is not None:
+                separable_kernel(image, params, boxes, k, col_offsets, column_factors, info, r_first, r_last,
+                                 combine, normalize, tiny, overwrite and j == 0)
+        elif rotated is not None:
+            # Written here, not in a function of its own: passing the arrays to a call cost W6 ~25%
+            # (their reference counts are updated on every call).
+            p = kernel_params(params, k)
+            c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
+            if info[k, 2] != 0.0:
+                rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], (info[k, 3], info[k, 4], info[k, 5]),
+                              combine, info[k, 1], column, down, spare)
+            else:
+                for r in range(r_first, r_last + 1):
+                    combine_exact_row(image[r], p, r, c0, c1, info[k, 0], combine, info[k, 1])
