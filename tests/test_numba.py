@@ -89,6 +89,13 @@ NO_JIT_SCRIPT = textwrap.dedent("""
                     for dtype in ("float32", "float64"):
                         check(f"{combine}-{normalize}-{'rot' if rotated else 'axis'}-{truncate}-{dtype}",
                               kernels, shape, dtype, combine=combine, normalize=normalize, truncate=truncate)
+    # Axis-aligned and rotated kernels in one plan (the band renderer's third specialisation).
+    for combine in ("sum", "max", "por"):
+        mixed = gh.Kernels(rng.uniform(-3, 26, 6), rng.uniform(-3, 73, 6), rng.uniform(0.6, 6, 6),
+                           rng.uniform(0.6, 6, 6), [0.0, 0.0, 0.0, 0.5, -1.0, 2.0], rng.uniform(0.1, 0.9, 6),
+                           rng.integers(0, 2, 6))
+        for dtype in ("float32", "float64"):
+            check(f"{combine}-pdf-mixed-3.0-{dtype}", mixed, shape, dtype, combine=combine, truncate=3.0)
     # A narrow rotated kernel over a whole image: its corners are too far out for the recurrences.
     narrow = gh.Kernels(x=[20.0], y=[15.0], sigma_x=[0.7], sigma_y=[3.0], theta=[0.6])
     from gaussheat_gpu.planning import make_grid, make_plan
@@ -115,8 +122,8 @@ def test_kernel_bodies_without_jit_match_reference():
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
-    # 3 combines x 7 (normalize, rotation) pairs x 2 truncations x 2 dtypes, 4 exact, 4 dense.
-    assert len(errors) == 3 * 7 * 2 * 2 + 4 + 4
+    # 3 combines x 7 (normalize, rotation) pairs x 2 truncations x 2 dtypes, 3 x 2 mixed, 4 exact, 4 dense.
+    assert len(errors) == 3 * 7 * 2 * 2 + 3 * 2 + 4 + 4
     for name, (error, accumulate_error, outside, scale) in errors.items():
         dtype = name.rsplit("-", 1)[1]
         assert scale > 0, name

@@ -8,7 +8,8 @@
    first axis-aligned kernels, :mod:`.bands`), then every kernel of its list combined in.
 
 Which kinds of kernel a plan holds is decided before the call: ``axis`` and ``rotated`` are each
-``True`` or ``None``, and Numba drops the branches of a ``None`` one before compiling. A plan of
+``True`` or ``None``, and Numba drops the code under ``if axis is not None`` (or ``rotated``) before
+compiling when that argument is ``None``. A plan of
 axis-aligned kernels therefore never compiles the rotated visits (:mod:`.rotated`), nor a plan of
 rotated ones the separable rows: each of the three specialisations compiles only what it runs.
 Modes (combine, normalize, accumulate) stay run-time switches; the output dtype is a type.
@@ -87,15 +88,15 @@ def render_bands(params, boxes, offsets, kernel_ids, col_offsets, column_factors
     n_bands = (height + band_height - 1) // band_height
     tiny = np.finfo(images.dtype).tiny  # smallest normal number of the output dtype
     # Prepared once a kernel, not once a band, and here the exps overlap across kernels.
+    # Numba drops the code under "if x is not None" where x is None, but compiles both sides of a
+    # test on an argument that is not None: so each kind's code sits under its own argument.
     for k in prange(n_kernels):
-        if rotated is None:
-            prepare_separable(params, boxes, np.int64(k), normalize, col_offsets, column_factors, info)
-        elif axis is None:
-            prepare_rotated(params, boxes, np.int64(k), normalize, info, tiny)
-        elif params[k, P_B] == 0.0:
-            prepare_separable(params, boxes, np.int64(k), normalize, col_offsets, column_factors, info)
-        else:
-            prepare_rotated(params, boxes, np.int64(k), normalize, info, tiny)
+        if axis is not None:
+            if rotated is None or params[k, P_B] == 0.0:
+                prepare_separable(params, boxes, np.int64(k), normalize, col_offsets, column_factors, info)
+        if rotated is not None:
+            if axis is None or params[k, P_B] != 0.0:
+                prepare_rotated(params, boxes, np.int64(k), normalize, info, tiny)
     for tile in prange(n_images * n_bands):
         band_first = (tile % n_bands) * band_height
         render_tile(params, boxes, kernel_ids[offsets[tile]:offsets[tile + 1]], col_offsets, column_factors, info,

@@ -1,0 +1,229 @@
+"""The Numba backend's compiled paths: what a call compiles, the relative flush of tiny kernels, the
+on-disk cache and its fallback locations, and ``gaussheat warmup`` / ``gaussheat info``.
+
+Cache and compile-count checks run in new processes with their own empty ``NUMBA_CACHE_DIR`` (or
+none), so they see what a user's first call sees.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gaussheat_gpu as gh
+
+pytest.importorskip("numba")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(script, env=None, cwd=ROOT, timeout=600):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, cwd=cwd, capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def fresh_env(tmp_path, **extra):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"), **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+# -- (1) a call compiles only its path -----------------------------------------------------------
+
+COMPILED_SCRIPT = """
+    import json, numpy as np, gaussheat_gpu as gh
+    from gaussheat_gpu.backends.numba import bands, dense, planning, rotated, tiles
+    case = {case!r}
+    if case == "axis":
+        k = gh.Kernels(x=[256, 260], y=[256, 250], sigma_x=[20, 40], sigma_y=[20, 80])
+        gh.render(k, (512, 512), backend="numba", combine="por", truncate=None)
+    else:
+        k = gh.Kernels(x=[10.0, 20.0], y=[12.0, 5.0], sigma_x=[2.0, 3.0], sigma_y=[1.0, 4.0], theta=[0.4, 1.0])
+        gh.render(k, (30, 40), backend="numba")
+    functions = dict(separable=bands.set_pair_rows, prepare_separable=bands.prepare_separable,
+                     rotated=rotated.prepare_rotated, dense=dense.dense_factors, chunks=planning.plan_chunks,
+                     bands=tiles.render_bands, rows=planning.plan_rows)
+    print(json.dumps({{name: len(f.signatures) for name, f in functions.items()}}))
+"""
+
+
+@pytest.mark.parametrize("case", ["axis", "rotated"])
+def test_a_call_compiles_only_its_path(tmp_path, case):
+    # The seed (axis-aligned kernels) never compiles the rotated visits, nor rotated kernels the
+    # separable rows; neither compiles the dense product or the parallel planner.
+    result = run_python(COMPILED_SCRIPT.format(case=case), env=fresh_env(tmp_path))
+    counts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert counts["bands"] == 1 and counts["rows"] == 1
+    assert counts["dense"] == 0 and counts["chunks"] == 0
+    if case == "axis":
+        assert counts["separable"] == 1 and counts["prepare_separable"] == 1 and counts["rotated"] == 0
+    else:
+        assert counts["rotated"] == 1 and counts["separable"] == 0 and counts["prepare_separable"] == 0
+
+
+# -- (2) the flush is relative to each kernel's peak --------------------------------------------------
+
+@pytest.mark.parametrize("amplitude", [1e-37, 1e-30, 1e-20, 1.0, 1e20])
+@pytest.mark.parametrize("path", ["axis", "rotated", "dense"])
+def test_float32_results_keep_their_accuracy_for_any_amplitude(amplitude, path):
+    # Tiny kernels are written (as subnormals where they must be), not flushed whole: float32
+    # results stay within 1e-5 of max|reference| whatever the scale of the amplitudes.
+    rng = np.random.default_rng(21)
+    n, shape = (3, (1024, 1024)) if path == "dense" else (12, (90, 120))
+    sigma = (150.0, 300.0) if path == "dense" else (1.0, 9.0)
+    kernels = gh.Kernels(x=rng.uniform(0, shape[1], n), y=rng.uniform(0, shape[0], n),
+                         sigma_x=rng.uniform(*sigma, n), sigma_y=rng.uniform(*sigma, n),
+                         theta=rng.uniform(0.2, 1.2, n) if path == "rotated" else 0.0,
+                         amplitude=amplitude * rng.uniform(0.5, 1.0, n))
+    checked = 0
+    for normalize in ("peak", "pdf", "count"):
+        options = dict(normalize=normalize, truncate=None if path == "dense" else 4.0)
+        expected = gh.render(kernels, shape, backend="numpy", dtype="float64", **options)
+        actual = gh.render(kernels, shape, backend="numba", dtype="float32", **options)
+        scale = np.abs(expected).max()
+        assert scale > 0
+        if scale < 1e-39:  # float32's smallest step, 1.4e-45, is more than 1e-5 of such a maximum
+            continue
+        assert np.abs(actual.astype(np.float64) - expected).max() <= 1e-5 * scale, (normalize, scale)
+        checked += 1
+    assert checked >= 1
+
+
+def test_normal_kernels_still_write_no_subnormals():
+    # The relative flush only applies to kernels whose peak is itself near float32's smallest
+    # normal number: ordinary kernels' far tails are still flushed, never written as subnormals.
+    kernels = gh.Kernels(x=[100.0, 30.0], y=[80.0, 150.0], sigma_x=[3.0, 2.0], sigma_y=[5.0, 4.0], theta=[0.0, 0.7])
+    out = gh.render(kernels, (200, 200), backend="numba", normalize="peak", truncate=None)
+    assert not ((out != 0) & (np.abs(out) < np.finfo(np.float32).tiny)).any()
+
+
+# -- (3) the cache: warm processes load, read-only installs fall back --------------------------------
+
+FIRST_CALL_SCRIPT = """
+    import json, gaussheat_gpu as gh
+    from gaussheat_gpu.backends.numba import cache, tiles
+    k = gh.Kernels(x=[20.0], y=[12.0], sigma_x=[3.0], sigma_y=[2.0])
+    gh.render(k, (30, 40), backend="numba")
+    print(json.dumps(dict(location=cache.location(), hits=sum(tiles.render_bands.stats.cache_hits.values()),
+                          misses=sum(tiles.render_bands.stats.cache_misses.values()))))
+"""
+
+
+def first_call(env, cwd=ROOT, prelude=""):
+    result = run_python(prelude + textwrap.dedent(FIRST_CALL_SCRIPT), env=env, cwd=cwd)
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+
+def test_second_process_loads_from_the_cache(tmp_path):
+    env = fresh_env(tmp_path)
+    cold, _ = first_call(env)
+    warm, _ = first_call(env)
+    assert cold["location"].startswith(str(tmp_path / "numba-cache"))
+    assert cold["misses"] == 1 and cold["hits"] == 0
+    assert warm["hits"] == 1 and warm["misses"] == 0
+
+
+def read_only_copy(tmp_path):
+    """A copy of the package whose own __pycache__ folders cannot be created (a file stands in
+    their place; root can write anywhere, so permissions would not do)."""
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "gaussheat_gpu", site / "gaussheat_gpu", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in [site / "gaussheat_gpu", *[p for p in (site / "gaussheat_gpu").rglob("*") if p.is_dir()]]:
+        (folder / "__pycache__").write_text("not a folder")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file: nothing can be created below it")
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    env.update(PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1", HOME=str(blocked / "home"),
+               XDG_CACHE_HOME=str(blocked / "cache"))
+    return env, blocked
+
+
+def test_read_only_install_falls_back_to_the_temporary_folder(tmp_path):
+    env, _ = read_only_copy(tmp_path)
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    cold, stderr = first_call(env, cwd=tmp_path)
+    assert "CacheWarning" not in stderr
+    assert cold["location"].startswith(str(tmp_path / "tmp" / "gaussheat_gpu-numba-"))
+    warm, _ = first_call(env, cwd=tmp_path)
+    assert warm["hits"] == 1 and warm["misses"] == 0
+
+
+def test_read_only_install_uses_the_user_cache_folder_first(tmp_path):
+    env, _ = read_only_copy(tmp_path)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    cold, _ = first_call(env, cwd=tmp_path)
+    assert cold["location"].startswith(str(tmp_path / "xdg" / "numba"))
+
+
+def test_no_writable_location_compiles_without_a_cache_and_says_so(tmp_path):
+    env, blocked = read_only_copy(tmp_path)
+    # tempfile falls back to /tmp when $TMPDIR is unusable: the process sees a blocked one instead.
+    prelude = f"import tempfile; tempfile.gettempdir = lambda: {str(blocked / 'tmp')!r}\n"
+    cold, stderr = first_call(env, cwd=tmp_path, prelude=prelude)
+    assert cold["location"] is None and cold["hits"] == 0
+    assert "CacheWarning" in stderr and "Set NUMBA_CACHE_DIR to a writable folder" in stderr
+    assert not list(tmp_path.rglob("*.nbi"))  # nothing cached anywhere
+
+
+def test_cache_entries_follow_every_backend_source(tmp_path):
+    # A cached function holds the code of the callees it was compiled with: a changed callee in
+    # another file must make it compile again (Numba alone only checks the function's own file).
+    env, _ = read_only_copy(tmp_path)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    first_call(env, cwd=tmp_path)
+    factors = tmp_path / "site" / "gaussheat_gpu" / "backends" / "numba" / "factors.py"
+    factors.write_text(factors.read_text() + "\n# changed\n")
+    again, _ = first_call(env, cwd=tmp_path)
+    assert again["misses"] == 1 and again["hits"] == 0
+
+
+# -- (4) gaussheat warmup and gaussheat info ---------------------------------------------------------
+
+def cli(*args, env):
+    result = subprocess.run([sys.executable, "-m", "gaussheat_gpu", *args], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("GAUSSHEAT_SLOW_TESTS"), reason="compiles every path (~1 min on 2 cores): "
+                    "set GAUSSHEAT_SLOW_TESTS=1")
+def test_warmup_all_makes_every_path_warm(tmp_path):
+    env = fresh_env(tmp_path)
+    before = cli("info", env=env)
+    assert "float32: cold" in before and "float64: cold" in before and "gaussheat warmup --all" in before
+    text = cli("warmup", "--all", env=env)
+    from gaussheat_gpu.backends.numba import warmup
+
+    for path in warmup.PATHS:
+        assert text.count(path) == 2  # one line per dtype
+    after = cli("info", env=env)
+    assert "float32: warm" in after and "float64: warm" in after
+    assert str(tmp_path / "numba-cache") in after
+
+
+def test_info_reports_the_paths_a_render_cached(tmp_path):
+    env = fresh_env(tmp_path)
+    run_python("""
+        import gaussheat_gpu as gh
+        gh.render(gh.Kernels(x=[20.0], y=[12.0], sigma_x=[3.0], sigma_y=[2.0]), (30, 40), backend="numba")
+    """, env=env)
+    script = """
+        import json
+        from gaussheat_gpu.backends.numba import warmup
+        print(json.dumps([[path, dtype] for (path, dtype), cached in warmup.cache_status().items() if cached]))
+    """
+    cached = json.loads(run_python(script, env=env).stdout.strip().splitlines()[-1])
+    assert cached == [["bands, axis-aligned kernels", "float32"]]
+    text = cli("info", env=env)
+    assert "float32: cold for bands, rotated kernels" in text and "float64: cold" in text
