@@ -26,7 +26,7 @@ from .bands import prepare_separable, separable_kernel, set_pair_rows, spans_ban
 from .factors import kernel_params
 from .rotated import combine_exact_row, prepare_rotated, rotated_block
 
-INFO_COLUMNS = 6  # what the preparation keeps per kernel (prepare_separable, prepare_rotated)
+INFO_COLUMNS = 5  # what the preparation keeps per kernel (prepare_separable, prepare_rotated)
 
 
 @jit(entry=True)
@@ -150,9 +150,9 @@ def render_tile(params, boxes, kernel_ids, col_offsets, column_factors, info, im
             # (their reference counts are updated on every call).
             p = kernel_params(params, k)
             c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
-            if info[k, 2] != 0.0:
-                rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], (info[k, 3], info[k, 4], info[k, 5]),
+            if info[k, 1] > 0.0:  # the recurrences are safe
+                rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], (info[k, 2], info[k, 3], info[k, 4]),
                               combine, info[k, 1], column, down, spare)
             else:
                 for r in range(r_first, r_last + 1):
-                    combine_exact_row(image[r], p, r, c0, c1, info[k, 0], combine, info[k, 1])
+                    combine_exact_row(image[r], p, r, c0, c1, info[k, 0], combine, -info[k, 1])
