@@ -227,3 +227,18 @@ def test_info_reports_the_paths_a_render_cached(tmp_path):
     assert cached == [["bands, axis-aligned kernels", "float32"]]
     text = cli("info", env=env)
     assert "float32: cold for bands, rotated kernels" in text and "float64: cold" in text
+
+
+@pytest.mark.parametrize("shape", [(5, 1), (40, 30), (1024, 1024)])
+def test_kernels_whose_factors_all_underflow_write_nothing(shape):
+    # Untruncated, far outside the image: every column factor is 0 in float64 (the kernel's peak
+    # over its box is 0). It renders nothing, and the other kernels are rendered as usual; the
+    # last shape takes the dense path.
+    wide = 300.0 if shape[0] > 100 else 3.0
+    kernels = gh.Kernels(x=[-5000.0, shape[1] / 2], y=[2.0, shape[0] / 2], sigma_x=[0.3, wide], sigma_y=[2.0, wide])
+    for dtype in ("float32", "float64"):
+        expected = gh.render(kernels, shape, backend="numpy", dtype="float64", truncate=None)
+        actual = gh.render(kernels, shape, backend="numba", dtype=dtype, truncate=None)
+        assert np.abs(expected).max() > 0
+        tolerance = 1e-5 if dtype == "float32" else 1e-12
+        assert np.abs(actual - expected).max() <= tolerance * np.abs(expected).max()

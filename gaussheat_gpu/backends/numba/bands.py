@@ -33,6 +33,9 @@ def prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, 
     p = kernel_params(params, k)
     c0, c1, r0, r1 = boxes[k, B_COL0], boxes[k, B_COL1], boxes[k, B_ROW0], boxes[k, B_ROW1]
     peak_col = col_peak(p, c0, c1, normalize)
+    if not peak_col > 0.0:  # every column factor underflows float64: the kernel writes nothing
+        info[k, 0], info[k, 1], info[k, 2] = 0.0, c1 + 1, c0 - 1
+        return
     base = col_offsets[k] - c0
     col_sum = 0.0
     first, last = c1 + 1, c0 - 1

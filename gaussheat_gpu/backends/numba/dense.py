@@ -173,6 +173,8 @@ def dense_factors(params, boxes, normalize, col_factors, row_factors):
         peak_row = row_peak(p, r0, r1, normalize)
         col_factors[k, :] = 0
         row_factors[k, :] = 0
+        if not peak_col > 0.0:  # every column factor underflows float64: the kernel writes nothing
+            continue
         col_sum = 0.0
         for c in range(c0, c1 + 1):
             g = col_factor(p, c, normalize)
