@@ -14,8 +14,9 @@ untruncated, far corners) fall back to one ``exp`` per pixel.
 Values below the kernel's flush threshold (:func:`.factors.flush_threshold` of its value at the box
 pixel nearest its centre) are written as 0.
 
-The visit's helpers are inlined in Numba's IR (``inline="always"``): as calls, their array
-arguments (7 scalars each) cost as much as a short row.
+:func:`rotated_block` and its helpers are inlined in Numba's IR (``inline="always"``) into the
+band renderer's loop (:func:`.tiles.render_tile`): as calls, their array arguments (7 scalars each,
+and a reference count update each) cost as much as a short row.
 """
 
 from __future__ import annotations

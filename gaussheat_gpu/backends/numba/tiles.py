@@ -9,9 +9,9 @@
 
 Which kinds of kernel a plan holds is decided before the call: ``axis`` and ``rotated`` are each
 ``True`` or ``None``, and Numba drops the code under ``if axis is not None`` (or ``rotated``) before
-compiling when that argument is ``None``. A plan of
-axis-aligned kernels therefore never compiles the rotated visits (:mod:`.rotated`), nor a plan of
-rotated ones the separable rows: each of the three specialisations compiles only what it runs.
+compiling when that argument is ``None``. A plan of axis-aligned kernels therefore never compiles
+the rotated visits (:mod:`.rotated`), nor a plan of rotated ones the separable rows: each of the
+three specialisations compiles only what it runs.
 Modes (combine, normalize, accumulate) stay run-time switches; the output dtype is a type.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 from numba import prange
 
 from ...planning import B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, P_B
-from .cache import jit
 from .bands import prepare_separable, separable_kernel, set_pair_rows, spans_band, zero_row
+from .cache import jit
 from .factors import kernel_params
 from .rotated import combine_exact_row, prepare_rotated, rotated_block
 
