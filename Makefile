@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-dask gpu-check clean
+.PHONY: venv demo test test-deep mutation bench bench-dask gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The deep tier: larger random cases and more examples (tens of minutes on 2 cores).
+test-deep: $(STAMP)
+	GAUSSHEAT_FUZZ_EXAMPLES=2000 $(PY) -m pytest -m "deep or not deep" --hypothesis-profile=deep
+
+# Plant each one-line bug of tests/mutations.py in a copy of the package and check the suite catches it.
+mutation: $(STAMP)
+	$(PY) tests/mutations.py
 
 # CPU benchmark suite: every workload against its baselines and floors, in one run (a few minutes);
 # writes bench/results/<machine>-<date>.{json,md} and prints the table.

@@ -9,12 +9,15 @@ import numpy as np
 
 from . import backends
 from .kernel_set import Kernels
-from .planning import make_grid, make_plan
+from .planning import check_ranges, make_grid, make_plan
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Asking a device for its free memory costs several microseconds (a /proc read on the host);
-# outputs below this size are allocated without asking.
+# calls needing less than this are run without asking.
 _CHECK_MEMORY_ABOVE = 64 * 2**20
+# Bytes per kernel the planning step may hold at once: the plan's tables (10 float64 parameters,
+# 5 int64 box fields, an index) and as much again in temporaries.
+PLAN_BYTES_PER_KERNEL = 2 * 8 * 16
 
 
 def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, extent=None,
@@ -62,8 +65,8 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
     ValueError, TypeError
         Bad arguments; the message names the argument, the kernel index and the value.
     MemoryError
-        The output cannot fit in the memory available on the backend's device (checked before
-        allocating).
+        The output, the plan and the backend's scratch memory cannot fit in the memory available
+        on the backend's device (checked before allocating them).
     gaussheat_gpu.BackendUnavailable
         The requested backend cannot run here; the message says why and what to install.
 
@@ -92,24 +95,44 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
         _check_out(out, grid.shape, dtype, module)
     elif accumulate:
         raise ValueError("accumulate=True combines with an existing output: pass out=")
+    output_bytes = math.prod(grid.shape) * dtype.itemsize if out is None else 0
+    # Refused before planning: the output and the plan's tables cannot fit (a (2**62, 3) shape never
+    # reaches a compiled planner); then, once the plan is known, with the backend's scratch memory.
+    needed = output_bytes + len(kernels) * PLAN_BYTES_PER_KERNEL
+    if needed > _CHECK_MEMORY_ABOVE:
+        _check_memory(module, grid, dtype, needed)
     options = dict(combine=combine, normalize=normalize, truncate=truncate, dtype=dtype, accumulate=accumulate)
     backend_planner = getattr(module, "make_plan", None)
     if backend_planner is not None:  # plans where it renders (the device): takes host or device kernels
+        check_ranges(kernels, grid, normalize, dtype, kernels.xp)
         plan = backend_planner(kernels, grid, **options)
     else:
         plan = make_plan(kernels.to(module.xp), grid, xp=module.xp, **options, **getattr(module, "plan_options", {}))
+    call_bytes = getattr(module, "call_bytes", None)
+    if call_bytes is not None:
+        needed = output_bytes + call_bytes(plan)
+        if needed > _CHECK_MEMORY_ABOVE:
+            _check_memory(module, grid, dtype, needed, lambda: output_bytes + call_bytes(plan, exact=True))
     if out is None:
-        needed = math.prod(grid.shape) * dtype.itemsize
-        free = module.free_memory() if needed > _CHECK_MEMORY_ABOVE else needed
-        if needed > free:
-            raise MemoryError(
-                f"an output of shape {grid.shape} and dtype {dtype.name} needs {needed / 2**30:.2f} GiB, but only "
-                f"{free / 2**30:.2f} GiB is available to the {module.__name__.rsplit('.', 1)[-1]} backend; render "
-                f"in tiles with extent=, or into a smaller dtype"
-            )
         out = module.xp.empty(grid.shape, dtype=dtype)
     module.render(plan, out)
     return out
+
+
+def _check_memory(module, grid, dtype, needed, exact=None):
+    """MemoryError unless ``needed`` bytes (or, when that bound fails, ``exact()``) fit the device's free memory."""
+    if needed <= _CHECK_MEMORY_ABOVE:
+        return
+    free = module.free_memory()
+    if needed > free and exact is not None:
+        needed = exact()
+    if needed > free:
+        name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+        raise MemoryError(
+            f"rendering shape {grid.shape} in {dtype.name} needs {needed / 2**30:.2f} GiB (output, plan and scratch), "
+            f"but only {free / 2**30:.2f} GiB is available to the {name} backend; render in tiles with extent=, "
+            f"or into a smaller dtype"
+        )
 
 
 def available_backends() -> list[str]:
@@ -131,19 +154,35 @@ def available_backends() -> list[str]:
 
 def _resolve_dtype(dtype, out):
     if dtype is None:
-        return np.dtype(getattr(out, "dtype", _DTYPES[0]))
+        if out is None:
+            return _DTYPES[0]
+        try:
+            resolved = np.dtype(getattr(out, "dtype", None))
+        except TypeError:
+            raise TypeError(f"out has no usable dtype ({type(out).__name__}); pass a float32 or float64 array") from None
+        if resolved not in _DTYPES:
+            raise ValueError(f"out has dtype {_dtype_text(resolved)}, which render cannot write; "
+                             f"pass a native float32 or float64 array")
+        return resolved
     try:
         resolved = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype = {dtype!r} is not a dtype; use 'float32' or 'float64'") from None
     if resolved not in _DTYPES:
-        raise ValueError(f"dtype = {resolved.name!r} is not supported; use 'float32' or 'float64'")
+        raise ValueError(f"dtype = {_dtype_text(resolved)} is not supported; use 'float32' or 'float64'")
     return resolved
+
+
+def _dtype_text(dtype):
+    """A dtype's name, quoted, with its byte order when that is not the machine's."""
+    if dtype.byteorder not in "=|" and dtype.newbyteorder("=") in _DTYPES:
+        return f"{dtype.name!r} in {'big' if dtype.byteorder == '>' else 'little'}-endian byte order ({dtype.str!r})"
+    return repr(dtype.name)
 
 
 def _check_out(out, shape, dtype, module):
     name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
-    if not isinstance(out, module.xp.ndarray):
+    if not isinstance(out, module.xp.ndarray) or isinstance(out, (np.matrix, np.ma.MaskedArray)):
         raise TypeError(f"out must be a {module.xp.__name__}.ndarray for the {name} backend, got {type(out).__module__}.{type(out).__name__}")
     if tuple(out.shape) != shape:
         raise ValueError(f"out has shape {tuple(out.shape)} but shape = {shape}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -27,26 +28,48 @@ def main(argv=None) -> int:
     Returns
     -------
     int
-        Exit status.
+        Exit status: 0, or 2 after a one-line error on stderr (bad arguments or environment, a
+        file that cannot be written, a backend that cannot run), never a traceback.
     """
     parser = argparse.ArgumentParser(prog="gaussheat", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="render the Stack Overflow seed heatmap to a PNG and time every backend")
     demo.add_argument("--output", default="seed.png", help="PNG file to write (default seed.png)")
-    demo.add_argument("--repeat", type=int, default=20, help="timed calls per backend (default 20)")
+    demo.add_argument("--repeat", type=_positive_int, default=20, help="timed calls per backend (default 20)")
     commands.add_parser("info", help="version, backends that can run here and why the others cannot, devices")
     cli_render.add_parser(commands)
     warm = commands.add_parser("warmup", help="compile and cache the Numba backend's paths ahead of time "
                                               "(for Docker images and CI caches)")
     warm.add_argument("--all", action="store_true", help="float64 outputs too (default: float32 only)")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return run_demo(args.output, args.repeat)
-    if args.command == "render":
-        return cli_render.run(args)
-    if args.command == "warmup":
-        return run_warmup(args.all)
-    return run_info()
+    try:
+        if args.command == "demo":
+            return run_demo(args.output, args.repeat)
+        if args.command == "render":
+            return cli_render.run(args)
+        if args.command == "warmup":
+            return run_warmup(args.all)
+        return run_info()
+    except (ValueError, TypeError, MemoryError, OSError, backends.BackendUnavailable) as exc:
+        print(f"gaussheat {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    return text
 
 
 def _median_seconds(call, repeat):
@@ -67,6 +90,7 @@ def _format_seconds(seconds):
 
 def run_demo(output, repeat) -> int:
     """Render the seed case (W1) with every available backend, print timings, save a PNG."""
+    _check_writable(output)
     case = seed_workload()
     height, width = case.shape
     print(f"gaussheat_gpu {__version__}: the Stack Overflow 44945111 seed, {height}x{width}, "
@@ -109,6 +133,17 @@ def run_demo(output, repeat) -> int:
     return 0
 
 
+def _check_writable(path):
+    """Raise OSError now, not after the timings, when ``path`` cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--output {path!r} is a directory")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--output {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise PermissionError(f"--output {path!r} cannot be written (permission denied)")
+
+
 def _save_png(image, path):
     try:
         import matplotlib
@@ -145,7 +180,13 @@ def run_info() -> int:
     for name in backends.names():
         reason = backends.unavailable_reason(name)
         print(f"  {name:<8}{'available' if reason is None else 'unavailable: ' + reason}")
-    print(f"  auto -> {backends.get('auto').__name__.rsplit('.', 1)[-1].removesuffix('_backend')}")
+    try:
+        auto = backends.get("auto").__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+    except (ValueError, TypeError, backends.BackendUnavailable) as exc:
+        auto, status = f"error: {_one_line(exc)}", exc
+    else:
+        status = None
+    print(f"  auto -> {auto}")
     _print_numba_cache()
     print("CUDA devices:")
     try:
@@ -155,6 +196,8 @@ def run_info() -> int:
     else:
         for line in cupy_backend.device_info():
             print(f"  {line}")
+    if status is not None:
+        raise status
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._xp import array_module
@@ -15,7 +17,9 @@ class Kernels:
 
     Every argument is a scalar or a 1-D array; they broadcast to one length N. Arrays are
     validated once, here, and stored as float64 (``image`` as int64) on the device they came
-    from (NumPy arrays on the host, CuPy arrays on their GPU).
+    from (NumPy arrays on the host, CuPy arrays on their GPU). Host arrays are read-only, so that
+    what was validated is what renders; a ``Kernels`` pickles and copies (for worker processes,
+    Dask tasks and caches). The range each field supports is in ``docs/semantics.md``.
 
     Parameters
     ----------
@@ -34,10 +38,11 @@ class Kernels:
     Raises
     ------
     ValueError
-        Lengths that do not broadcast, a NaN or infinite value, ``sigma <= 0``, or a negative or
-        non-integral image index. The message names the argument, the kernel index and the value.
+        Lengths that do not broadcast, a NaN or infinite value, ``sigma <= 0``, or a negative,
+        non-integral or too large (``>= 2**53``) image index. The message names the argument,
+        the kernel index and the value.
     TypeError
-        A non-numeric or multi-dimensional argument.
+        A non-numeric or multi-dimensional argument, or a masked array with masked values.
 
     Examples
     --------
@@ -47,7 +52,7 @@ class Kernels:
     2
     """
 
-    __slots__ = ("_arrays", "_xp")
+    __slots__ = ("_arrays", "_xp", "_bounds", "_extremes")
 
     def __init__(self, x, y, sigma_x, sigma_y=None, theta=0.0, amplitude=1.0, image=0):
         if sigma_y is None:
@@ -57,17 +62,35 @@ class Kernels:
         arrays = {name: _as_1d(name, value, xp) for name, value in raw.items()}
         n = _broadcast_length(arrays)
         out = {}
+        bounds = {}
         for name, arr in arrays.items():
             if name == "image":
                 arr = _as_image_index(arr, xp)
             else:
                 arr = arr.astype(xp.float64, copy=False)
-                _check_finite(name, arr, xp)
-                if name.startswith("sigma"):
-                    _check_positive(name, arr, xp)
+                bounds[name] = _finite_bounds(name, arr, xp)
+                if name.startswith("sigma") and bounds[name][0] <= 0:
+                    _first_bad(name, arr, arr <= 0, xp, "must be > 0")
             out[name] = xp.broadcast_to(arr, (n,)).copy()  # owned: later edits by the caller can't bypass validation
-        self._arrays = out
+        self._set(out, xp, bounds)
+
+    def _set(self, arrays, xp, bounds):
+        for arr in arrays.values():
+            if isinstance(arr, np.ndarray):
+                arr.flags.writeable = False
+        self._arrays = arrays
         self._xp = xp
+        self._bounds = bounds
+        self._extremes = _extremes(bounds)
+
+    def __reduce__(self):
+        return _restore, (self._arrays, self._bounds)
+
+    def __copy__(self):
+        return self  # immutable
+
+    def __deepcopy__(self, memo):
+        return _restore({k: v.copy() for k, v in self._arrays.items()}, dict(self._bounds))
 
     # -- constructors ---------------------------------------------------------------------
     @classmethod
@@ -106,7 +129,12 @@ class Kernels:
             if not 2 < k <= len(FIELDS):
                 raise ValueError(f"from_array: cannot guess names for {k} columns; pass columns=")
             columns = FIELDS[:k]
+        if isinstance(columns, str):
+            raise TypeError(f"from_array: columns must be a sequence of names, got the string {columns!r}")
         columns = tuple(columns)
+        repeated = sorted({name for name in columns if columns.count(name) > 1})
+        if repeated:
+            raise ValueError(f"from_array: repeated column name(s) {', '.join(map(repr, repeated))} in columns={columns!r}")
         if len(columns) != k:
             raise ValueError(f"from_array: {k} columns in the array but {len(columns)} names in columns={columns!r}")
         return cls.from_columns({name: array[:, i] for i, name in enumerate(columns)})
@@ -135,6 +163,9 @@ class Kernels:
         >>> gh.Kernels.from_columns({"x": [1.0, 2.0], "y": [3.0, 4.0], "sigma": 1.5}).sigma_x.tolist()
         [1.5, 1.5]
         """
+        if not callable(getattr(table, "keys", None)):
+            raise TypeError(f"from_columns needs a mapping of column name to values (a dict or a DataFrame), "
+                            f"got {type(table).__name__}; for an (N, k) array use Kernels.from_array")
         names = list(table.keys())
         if len(set(names)) != len(names):
             raise ValueError(f"repeated column names in {names!r}")
@@ -161,10 +192,17 @@ class Kernels:
         return f"Kernels(n={len(self)}, on {where})"
 
     def __getattr__(self, name):
+        if name.startswith("_"):  # not a column: also keeps copy/pickle probes from recursing
+            raise AttributeError(name)
         try:
             return self._arrays[name]
         except KeyError:
-            raise AttributeError(name) from None
+            raise AttributeError(f"Kernels has no column {name!r}; columns: {', '.join(FIELDS)}") from None
+
+    def __setattr__(self, name, value):
+        if name not in Kernels.__slots__:
+            raise AttributeError(f"Kernels are immutable: build a new one instead of setting {name!r}")
+        object.__setattr__(self, name, value)
 
     @property
     def xp(self):
@@ -172,8 +210,36 @@ class Kernels:
         return self._xp
 
     def as_dict(self) -> dict:
-        """The validated columns as a dict of arrays."""
+        """The validated columns as a dict of arrays (read-only on the host)."""
         return dict(self._arrays)
+
+    def extremes(self):
+        """What the supported-range test of each render needs, from :meth:`bounds`: ``(x_lo, x_hi,
+        y_lo, y_hi, sigma_lo, sigma_hi, |amplitude| max, its largest pdf peak bound)``, or None
+        when there are no kernels."""
+        return self._extremes
+
+    def bounds(self, name):
+        """``(min, max)`` of a float column, kept from validation (range checks at render time then
+        cost nothing per kernel).
+
+        Parameters
+        ----------
+        name : str
+            One of ``x, y, sigma_x, sigma_y, theta, amplitude``.
+
+        Returns
+        -------
+        tuple of float
+            ``(min, max)``; ``(inf, -inf)`` when there are no kernels.
+
+        Examples
+        --------
+        >>> import gaussheat_gpu as gh
+        >>> gh.Kernels(x=[3.0, -1.0], y=0.0, sigma_x=[2.0, 0.5]).bounds("sigma_x")
+        (0.5, 2.0)
+        """
+        return self._bounds[name]
 
     def to(self, xp) -> "Kernels":
         """The same kernels with their arrays on ``xp`` (``numpy`` or ``cupy``); self if already there."""
@@ -181,14 +247,38 @@ class Kernels:
             return self
         new = object.__new__(Kernels)
         if xp is np:
-            new._arrays = {k: self._xp.asnumpy(v) for k, v in self._arrays.items()}
+            arrays = {k: self._xp.asnumpy(v) for k, v in self._arrays.items()}
         else:
-            new._arrays = {k: xp.asarray(v) for k, v in self._arrays.items()}
-        new._xp = xp
+            arrays = {k: xp.asarray(v) for k, v in self._arrays.items()}
+        new._set(arrays, xp, self._bounds)
         return new
 
 
+def _extremes(bounds):
+    (x_lo, x_hi), (y_lo, y_hi) = bounds["x"], bounds["y"]
+    if x_lo > x_hi:
+        return None
+    sx_lo, sy_lo = bounds["sigma_x"][0], bounds["sigma_y"][0]
+    peak = max(abs(v) for v in bounds["amplitude"])
+    area = 2.0 * math.pi * sx_lo * sy_lo
+    return (x_lo, x_hi, y_lo, y_hi, min(sx_lo, sy_lo), max(bounds["sigma_x"][1], bounds["sigma_y"][1]), peak,
+            peak / area if area > 0.0 else math.inf)
+
+
+def _restore(arrays, bounds):
+    """Unpickle a :class:`Kernels` (already validated: its bounds come with it)."""
+    new = object.__new__(Kernels)
+    new._set(dict(arrays), array_module(*arrays.values()), dict(bounds))
+    return new
+
+
 def _as_1d(name, value, xp):
+    if isinstance(value, np.ma.MaskedArray):
+        if np.ma.getmaskarray(value).any():
+            k = int(np.flatnonzero(np.ma.getmaskarray(value))[0])
+            raise TypeError(f"{name} is a masked array with {name}[{k}] masked (kernel {k}); drop the masked kernels "
+                            f"from every column first (e.g. with a boolean index), or fill them (x.filled(value))")
+        value = value.data
     try:
         arr = xp.asarray(value)
     except (TypeError, ValueError) as exc:
@@ -215,18 +305,28 @@ def _first_bad(name, arr, bad, xp, requirement):
         raise ValueError(f"{name}[{k}] = {arr[k].item()!r} {requirement} (kernel {k})")
 
 
-def _check_finite(name, arr, xp):
-    _first_bad(name, arr, ~xp.isfinite(arr), xp, "is not finite")
+def _finite_bounds(name, arr, xp):
+    """``(min, max)`` of ``arr`` as floats; raises naming the first NaN or infinite value."""
+    if arr.size == 0:
+        return math.inf, -math.inf
+    lo, hi = float(arr.min()), float(arr.max())  # NaN propagates through both: two reductions check all
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        _first_bad(name, arr, ~xp.isfinite(arr), xp, "is not finite")
+    return lo, hi
 
 
-def _check_positive(name, arr, xp):
-    _first_bad(name, arr, arr <= 0, xp, "must be > 0")
+MAX_IMAGE = 2**53  # image indices are exact in float64 below this, and an output has fewer images
 
 
 def _as_image_index(arr, xp):
     if arr.dtype.kind == "f":
-        _check_finite("image", arr, xp)
+        arr = arr.astype(xp.float64, copy=False)  # float16 cannot hold the limits compared against
+        _finite_bounds("image", arr, xp)
         _first_bad("image", arr, arr != xp.round(arr), xp, "is not an integer")
+        _first_bad("image", arr, arr < 0, xp, "must be >= 0")
+        _first_bad("image", arr, arr >= MAX_IMAGE, xp, "is too large (image indices must be < 2**53)")
+    elif arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+        _first_bad("image", arr, arr >= MAX_IMAGE, xp, "is too large (image indices must be < 2**53)")
     arr = arr.astype(xp.int64)
     _first_bad("image", arr, arr < 0, xp, "must be >= 0")
     return arr

@@ -49,6 +49,12 @@ N_BOX = 5
 COMBINE_CODES = {name: code for code, name in enumerate(COMBINES)}
 NORMALIZE_CODES = {name: code for code, name in enumerate(NORMALIZES)}
 _PEAK = NORMALIZE_CODES["peak"]  # codes up to this one (pdf, peak) give values that peak at SCALE
+# The supported range (see check_ranges and docs/semantics.md).
+MAX_PIXELS = 1e50
+MIN_SIGMA_PIXELS = 1e-50
+# Caller-unit sigmas and pixel spacings: kernel_coefficients squares them (as the device code does),
+# so they must stay within 1e+-100 for every square and product of them to be a normal number.
+MIN_CALLER, MAX_CALLER = 1e-100, 1e100
 
 
 class Grid(NamedTuple):
@@ -122,6 +128,11 @@ def make_grid(shape, extent=None) -> Grid:
             raise ValueError(
                 f"extent gives a {name} pixel spacing of {step} ({name}0 = {first}, {name}1 = {last}); "
                 f"the first and last pixel centres must differ"
+            )
+        if not MIN_CALLER <= abs(step) <= MAX_CALLER:
+            raise ValueError(
+                f"extent gives a pixel spacing d{name} = {step:.3g} ({name}0 = {first!r}, {name}1 = {last!r}); "
+                f"spacings must be {MIN_CALLER:.0e} to {MAX_CALLER:.0e} in magnitude: rescale the coordinates"
             )
     return Grid(dims, n_images, height, width, x0, dx, y0, dy)
 
@@ -269,11 +280,15 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
     Raises
     ------
     ValueError
-        Unknown mode, bad ``truncate``, an image index outside the output, a rotated kernel with
+        Unknown mode, bad ``truncate``, a kernel outside the supported range (:func:`check_ranges`,
+        :func:`check_rotated_reach`), an image index outside the output, a rotated kernel with
         ``normalize="integral"``, or (``combine="por"``) a kernel whose values leave ``[0, 1]``.
+    TypeError
+        ``combine``/``normalize`` not a string, ``truncate`` not a number or array of numbers.
     """
     check_modes(combine, normalize)
     truncate = check_truncate(truncate, len(kernels))
+    check_ranges(kernels, grid, normalize, np.dtype(dtype), xp)
     if np.ndim(truncate) and xp is not np:
         truncate = xp.asarray(truncate)  # per-kernel radii beside the device kernels
     numba_planning = _numba_planning() if compiled and xp is np else None
@@ -282,6 +297,8 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
     else:
         tables = _array_tables(kernels, grid, truncate, normalize, combine, xp)
     _raise_for_bad_kernels(kernels, tables, grid, combine, normalize)
+    if not tables.axis_aligned:
+        check_rotated_reach(kernels, tables, grid, truncate, xp)
     if normalize == "count":
         _set_count_shifts(tables.params, tables.boxes, xp)
     return Plan(grid, combine, normalize, np.dtype(dtype), bool(accumulate), tables.params, tables.boxes,
@@ -289,11 +306,15 @@ def make_plan(kernels, grid: Grid, *, combine="sum", normalize="pdf", truncate=4
 
 
 def check_modes(combine, normalize):
-    """Raise ``ValueError`` unless ``combine`` and ``normalize`` name known modes."""
-    if combine not in COMBINES:
-        raise ValueError(f"combine = {combine!r} is not one of {', '.join(map(repr, COMBINES))}")
-    if normalize not in NORMALIZES:
-        raise ValueError(f"normalize = {normalize!r} is not one of {', '.join(map(repr, NORMALIZES))}")
+    """Raise ``TypeError`` (not a string) or ``ValueError`` (unknown) unless ``combine`` and
+    ``normalize`` name known modes."""
+    if type(combine) is str and type(normalize) is str and combine in COMBINES and normalize in NORMALIZES:
+        return  # the usual case, in a third of the time of the loop below
+    for name, value, choices in (("combine", combine, COMBINES), ("normalize", normalize, NORMALIZES)):
+        if type(value) is not str:
+            raise TypeError(f"{name} must be a string, one of {', '.join(map(repr, choices))}; got {value!r}")
+        if value not in choices:
+            raise ValueError(f"{name} = {value!r} is not one of {', '.join(map(repr, choices))}")
 
 
 def check_truncate(truncate, n_kernels):
@@ -327,6 +348,150 @@ def check_truncate(truncate, n_kernels):
     if not (math.isfinite(truncate) and truncate > 0):
         raise ValueError(f"truncate = {truncate} must be a finite number > 0, or None for no truncation")
     return truncate
+
+
+# -- the supported range ------------------------------------------------------------------------
+#
+# In pixel units (caller values over the pixel spacing), every kernel must have its centre within
+# MAX_PIXELS of the first pixel centre and both standard deviations within [MIN_SIGMA_PIXELS,
+# MAX_PIXELS] along both axes. Then the precision matrix in pixel units has eigenvalues in
+# [1e-100, 1e100] and, with |u|, |w| < 1e50 + 2**63 over any box, every term of the exponent stays
+# below ~1e201: no overflow, no inf - inf, no NaN, in any backend. In the coordinates' own units,
+# sigmas and spacings lie within 1e+-100 (MIN_CALLER, MAX_CALLER), so that the squares and products
+# kernel_coefficients forms are normal numbers. The value a kernel peaks at must fit the output dtype.
+
+
+def check_ranges(kernels, grid: Grid, normalize: str, dtype, xp=np) -> None:
+    """Refuse kernels outside the supported range (``docs/semantics.md``), before anything is computed.
+
+    An O(1) test on the bounds ``Kernels`` kept from validation passes nearly every call; only when
+    it fails are the kernels scanned one by one, to name the first bad one (or find none).
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, the kernel index, the value and the limit.
+    """
+    limit = _LARGEST.get(dtype) or float(np.finfo(dtype).max)
+    extremes = kernels.extremes()
+    if extremes is None or _ranges_hold(extremes, grid, normalize, limit):
+        return
+    arrays = {name: getattr(kernels, name) for name in ("x", "y", "sigma_x", "sigma_y", "amplitude")}
+    with np.errstate(all="ignore"):
+        failures = _range_failures(arrays, grid, normalize, limit, xp)
+    firsts = [(_first_index(bad, xp), order) for order, (bad, _) in enumerate(failures)]
+    hits = [(k, order) for k, order in firsts if k >= 0]
+    if not hits:
+        return  # the bounds mixed extremes of different kernels; each kernel is inside the range
+    k, order = min(hits)
+    raise ValueError(failures[order][1](k, {name: float(values[k]) for name, values in arrays.items()}))
+
+
+_LARGEST = {np.dtype(np.float32): float(np.finfo(np.float32).max), np.dtype(np.float64): float(np.finfo(np.float64).max)}
+
+
+def _ranges_hold(extremes, grid, normalize, limit):
+    """The range test on the columns' extremes (``Kernels.extremes``): sufficient, not necessary."""
+    x_lo, x_hi, y_lo, y_hi, sigma_lo, sigma_hi, peak, pdf_peak = extremes
+    adx, ady = abs(grid.dx), abs(grid.dy)
+    spacing_lo, spacing_hi = (adx, ady) if adx <= ady else (ady, adx)
+    return (abs(x_lo - grid.x0) <= MAX_PIXELS * adx and abs(x_hi - grid.x0) <= MAX_PIXELS * adx
+            and abs(y_lo - grid.y0) <= MAX_PIXELS * ady and abs(y_hi - grid.y0) <= MAX_PIXELS * ady
+            and MIN_CALLER <= sigma_lo and sigma_hi <= MAX_CALLER
+            and sigma_lo >= MIN_SIGMA_PIXELS * spacing_hi and sigma_hi <= MAX_PIXELS * spacing_lo
+            and (pdf_peak if normalize == "pdf" else peak) <= limit)
+
+
+MAX_ROTATED_REACH = 1e6
+
+
+def check_rotated_reach(kernels, tables, grid: Grid, truncate, xp=np) -> None:
+    """Refuse rotated kernels whose box reaches more than ``MAX_ROTATED_REACH`` of their narrowest
+    standard deviation from their centre.
+
+    A rotated kernel's exponent ``A u^2 + 2B u w + C w^2`` cancels terms of size ``(reach /
+    sigma_min)^2``; past ~1e7 float64 rounding alone moves it by hundreds, and ``exp`` overflows.
+    Axis-aligned kernels have no such limit. An O(1) test on the kernels' bounds passes nearly
+    every call; otherwise the plan's rotated rows are measured.
+    """
+    sx, sy = kernels.bounds("sigma_x"), kernels.bounds("sigma_y")
+    spacing_lo, spacing_hi = min(abs(grid.dx), abs(grid.dy)), max(abs(grid.dx), abs(grid.dy))
+    sigma_min = min(sx[0], sy[0]) / spacing_hi
+    largest = float(truncate.max()) if np.ndim(truncate) else truncate  # one radius per kernel, or one for all
+    if math.isfinite(largest):
+        reach = largest * max(sx[1], sy[1]) / spacing_lo * math.sqrt(2.0) + 2.0
+    else:
+        reach = math.inf
+    if reach <= MAX_ROTATED_REACH * sigma_min:
+        return
+    params, boxes = tables.params, tables.boxes
+    a, b, c = params[:, P_A], params[:, P_B], params[:, P_C]
+    lam = 0.5 * (a + c) + xp.sqrt((0.5 * (a - c)) ** 2 + b * b)  # 1 / sigma_min^2, pixel units
+    du = xp.maximum(xp.abs(boxes[:, B_COL0] - params[:, P_CX]), xp.abs(boxes[:, B_COL1] - params[:, P_CX]))
+    dw = xp.maximum(xp.abs(boxes[:, B_ROW0] - params[:, P_CY]), xp.abs(boxes[:, B_ROW1] - params[:, P_CY]))
+    reach2 = (du * du + dw * dw) * lam
+    row = _first_index((b != 0.0) & ~(reach2 <= MAX_ROTATED_REACH ** 2), xp)
+    if row < 0:
+        return
+    k = int(tables.kernel_index[row])
+    raise ValueError(
+        f"kernel {k} (theta = {float(kernels.theta[k])!r}, sigma_x = {float(kernels.sigma_x[k])!r}, sigma_y = "
+        f"{float(kernels.sigma_y[k])!r}) is rotated and its box reaches {math.sqrt(float(reach2[row])):.3g} of its "
+        f"narrowest standard deviation from its centre; rotated kernels are supported up to {MAX_ROTATED_REACH:.0e} "
+        f"(beyond, float64 rounding swamps the exponent): use a finite truncate, a wider sigma, or theta = 0"
+    )
+
+
+def _range_failures(arrays, grid, normalize, limit, xp):
+    """(mask of kernels failing, message builder) per rule, in the order they are reported."""
+    failures = []
+    for axis, origin, step in (("x", grid.x0, grid.dx), ("y", grid.y0, grid.dy)):
+        pixels = xp.abs((arrays[axis] - origin) / step)
+        failures.append((~(pixels <= MAX_PIXELS), functools.partial(
+            _far_centre, axis, origin, step)))
+    spacing_lo, spacing_hi = min(abs(grid.dx), abs(grid.dy)), max(abs(grid.dx), abs(grid.dy))
+    for name in ("sigma_x", "sigma_y"):
+        sigma = arrays[name]
+        bad = ~((sigma / spacing_hi >= MIN_SIGMA_PIXELS) & (sigma / spacing_lo <= MAX_PIXELS)
+                & (sigma >= MIN_CALLER) & (sigma <= MAX_CALLER))
+        failures.append((bad, functools.partial(_bad_sigma, name, grid)))
+    peak = xp.abs(arrays["amplitude"])
+    if normalize == "pdf":
+        peak = peak / (2.0 * math.pi * arrays["sigma_x"] * arrays["sigma_y"])
+    failures.append((~(peak <= limit), functools.partial(_bad_peak, normalize, limit)))
+    return failures
+
+
+def _far_centre(axis, origin, step, k, kernel):
+    value = kernel[axis]
+    pixels = abs((value - origin) / step) if math.isfinite(value - origin) else math.inf
+    return (f"{axis}[{k}] = {value!r} is {pixels:.3g} pixels from the first pixel centre ({axis}0 = {origin!r}, "
+            f"pixel spacing {abs(step):.3g}) (kernel {k}); centres must lie within {MAX_PIXELS:.0e} pixels of it: "
+            f"drop the kernel or change extent")
+
+
+def _bad_sigma(name, grid, k, kernel):
+    value = kernel[name]
+    pixels = [value / abs(grid.dx), value / abs(grid.dy)]
+    shown = f"{pixels[0]:.3g} pixels" if pixels[0] == pixels[1] else f"{pixels[0]:.3g} columns and {pixels[1]:.3g} rows"
+    return (f"{name}[{k}] = {value!r} is {shown} (kernel {k}); standard deviations must be "
+            f"{MIN_SIGMA_PIXELS:.0e} to {MAX_PIXELS:.0e} pixels along both axes, and {MIN_CALLER:.0e} to "
+            f"{MAX_CALLER:.0e} in the coordinates' units: change the kernel or extent")
+
+
+def _bad_peak(normalize, limit, k, kernel):
+    amplitude = kernel["amplitude"]
+    if normalize == "pdf":
+        with np.errstate(all="ignore"):
+            peak = float(np.float64(abs(amplitude)) / (2.0 * math.pi * np.float64(kernel["sigma_x"]) * kernel["sigma_y"]))
+        what = (f"amplitude[{k}] = {amplitude!r} with sigma_x = {kernel['sigma_x']!r}, sigma_y = {kernel['sigma_y']!r} "
+                f"peaks at |amplitude| / (2 pi sigma_x sigma_y) = {peak:.3g}")
+    else:
+        what = f"amplitude[{k}] = {amplitude!r} peaks at {abs(amplitude):.3g}"
+    dtype = "float32" if limit < 1e300 else "float64"
+    hint = "use dtype='float64', " if dtype == "float32" else ""
+    return (f"{what} (kernel {k}), beyond {dtype}'s largest value {limit:.3g}: {hint}"
+            f"scale the amplitudes down{' or use normalize=' + repr('peak') if normalize == 'pdf' else ''}")
 
 
 # -- per-kernel formulas, written once ----------------------------------------------------------
@@ -458,6 +623,9 @@ def _numba_planning():
     """:mod:`gaussheat_gpu.backends.numba.planning`, the tables in one compiled pass over host
     kernels; None without Numba (imported on first use: the package and the NumPy backend never
     import Numba)."""
+    from . import _threading
+
+    _threading.prefer_tbb()  # before Numba's first parallel call (Dask chunks plan here without the registry)
     try:
         from .backends.numba import planning
     except ImportError:
@@ -486,18 +654,24 @@ def raise_for_bad_kernel(kernels, grid, combine, normalize, check, k):
             f"so image indices must lie in [0, {grid.n_images - 1}]"
         )
     if check == CHECK_INTEGRAL_ROTATED:
+        theta = float(kernels.theta[k])
         raise ValueError(
-            f"normalize='integral' needs axis-aligned kernels, but kernel {k} has theta = "
-            f"{float(kernels.theta[k])!r} with sigma_x = {float(kernels.sigma_x[k])!r} != sigma_y = "
-            f"{float(kernels.sigma_y[k])!r}; rotated pixel integrals are not supported yet (use normalize='pdf')"
+            f"normalize='integral' supports axis-aligned kernels only (theta = 0, or sigma_x == sigma_y), but kernel "
+            f"{k} has theta = {theta!r} (cos*sin = {math.cos(theta) * math.sin(theta):.3g}, not 0) with sigma_x = "
+            f"{float(kernels.sigma_x[k])!r} != sigma_y = {float(kernels.sigma_y[k])!r}; for a quarter turn swap "
+            f"sigma_x and sigma_y instead, or use normalize='pdf'"
         )
     amplitude = float(kernels.amplitude[k])
-    scale = kernel_coefficients(0.0, 0.0, float(kernels.sigma_x[k]), float(kernels.sigma_y[k]), 1.0, 0.0,
-                                amplitude, (0.0, 1.0, 0.0, 1.0), normalize == "pdf")[-1]
-    peak = scale if normalize in ("pdf", "peak") else amplitude
+    sigma_x, sigma_y = float(kernels.sigma_x[k]), float(kernels.sigma_y[k])
+    if normalize == "pdf":
+        with np.errstate(all="ignore"):  # no ZeroDivisionError or overflow while explaining
+            peak = float(np.float64(amplitude) / (2.0 * math.pi * np.float64(sigma_x) * sigma_y))
+        detail = f"peak value {peak!r} = amplitude / (2 pi sigma_x sigma_y) with sigma_x = {sigma_x!r}, sigma_y = {sigma_y!r}"
+    else:
+        detail = f"peak value {amplitude!r}"
     raise ValueError(
-        f"combine='por' needs every kernel value in [0, 1], but kernel {k} has amplitude = "
-        f"{amplitude!r} and peak value {peak!r} (normalize={normalize!r})"
+        f"combine='por' needs every kernel value in [0, 1], but kernel {k} has amplitude = {amplitude!r} and "
+        f"{detail} (normalize={normalize!r})"
     )
 
 
@@ -507,7 +681,9 @@ def _set_count_shifts(params, boxes, xp):
     ``count`` divides by the sum of ``g`` over the box, which is invariant to this shift, but without
     it a kernel seen only through its far tail would underflow to 0 in float32. For axis-aligned
     kernels the shift is the exact minimum over pixel centres, per axis; for rotated ones it is the
-    minimum of the quadratic over the box's rectangle (at most the lattice minimum).
+    minimum of the quadratic over the box's rectangle (at most the lattice minimum), or the lattice
+    minimum itself where the two could differ by more than ``LATTICE_GAP`` (thin kernels between
+    pixel centres: every pixel's ``g`` would otherwise underflow and the sum be 0).
     """
     cx, cy = params[:, P_CX], params[:, P_CY]
     a, b, c = params[:, P_A], params[:, P_B], params[:, P_C]
@@ -520,9 +696,39 @@ def _set_count_shifts(params, boxes, xp):
     shift_row = xp.where(aligned, c * w_near * w_near, 0.0)
     if not bool(aligned.all()):
         q_min = _quadratic_min_on_rectangle(a, b, c, c0 - cx, c1 - cx, r0 - cy, r1 - cy, xp)
+        # The lattice point nearest the rectangle's minimiser is within half a pixel on each axis,
+        # so (sqrt(q) + sqrt(d'Pd))**2 with d'Pd <= (A + C)/2 bounds the lattice minimum.
+        half_trace = 0.5 * (a + c)
+        gap = 2.0 * xp.sqrt(q_min * half_trace) + half_trace
+        far = xp.nonzero(~aligned & (gap > LATTICE_GAP))[0]
+        if far.size:
+            q_min[far] = _lattice_min(params, boxes, far, xp)
         shift_col = xp.where(aligned, shift_col, q_min)
     params[:, P_SHIFT_COL] = shift_col
     params[:, P_SHIFT_ROW] = shift_row
+
+
+LATTICE_GAP = 600.0  # exp(-300) is far from float64's underflow: sums of g stay exact enough
+
+
+def _lattice_min(params, boxes, rows, xp):
+    """Minimum of kernels ``rows``' exponent q over the pixel centres of their boxes, row by row
+    (on the host: few kernels need it). In each row q is a parabola in the column, lowest at one
+    of the two columns around its vertex, clipped to the box."""
+    to_host = getattr(xp, "asnumpy", np.asarray)
+    p, box = to_host(params[rows]), to_host(boxes[rows])
+    n_rows = box[:, B_ROW1] - box[:, B_ROW0] + 1
+    starts = np.concatenate([[0], np.cumsum(n_rows)[:-1]])
+    owner = np.repeat(np.arange(rows.size), n_rows)
+    row = box[owner, B_ROW0] + (np.arange(owner.size) - starts[owner])
+    cx, cy, a, b, c = (p[owner, col] for col in (P_CX, P_CY, P_A, P_B, P_C))
+    w = row - cy
+    vertex = cx - b * w / a
+    best = np.full(owner.size, np.inf)
+    for col in (np.floor(vertex), np.ceil(vertex)):
+        u = np.clip(col, box[owner, B_COL0], box[owner, B_COL1]) - cx
+        best = np.minimum(best, a * u * u + 2.0 * b * u * w + c * w * w)
+    return xp.asarray(np.minimum.reduceat(best, starts))
 
 
 def _quadratic_min_on_rectangle(a, b, c, u0, u1, w0, w1, xp):

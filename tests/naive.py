@@ -76,8 +76,14 @@ def _support(k, width, height, x0, dx, y0, dy, truncate):
             yield r, c
 
 
-def _phi(z):
-    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+def _mass(lo, hi):
+    """Standard normal probability of [lo, hi], from the tail it lies in (1 + erf(z) would cancel)."""
+    r = math.sqrt(2.0)
+    if lo >= 0:
+        return 0.5 * (math.erfc(lo / r) - math.erfc(hi / r))
+    if hi <= 0:
+        return 0.5 * (math.erfc(-hi / r) - math.erfc(-lo / r))
+    return 0.5 * (math.erf(hi / r) - math.erf(lo / r))
 
 
 def _value(k, X, Y, dx, dy, normalize):
@@ -97,8 +103,8 @@ def _value(k, X, Y, dx, dy, normalize):
     # integral: axis-aligned mass of the pixel cell
     hx, hy = abs(dx) / 2, abs(dy) / 2
     sx, sy = math.sqrt(sxx), math.sqrt(syy)
-    mx = _phi((ddx + hx) / sx) - _phi((ddx - hx) / sx)
-    my = _phi((ddy + hy) / sy) - _phi((ddy - hy) / sy)
+    mx = _mass((ddx - hx) / sx, (ddx + hx) / sx)
+    my = _mass((ddy - hy) / sy, (ddy + hy) / sy)
     return a * mx * my
 
 

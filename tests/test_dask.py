@@ -288,7 +288,7 @@ def test_dask_dataframe_gives_the_same_map():
 
 
 def test_bad_kernels_in_a_collection_name_their_partition_and_index():
-    kernels = seam_kernels(n=30).as_dict()
+    kernels = {name: values.copy() for name, values in seam_kernels(n=30).as_dict().items()}  # read-only
     kernels["sigma_x"][17] = -1.0
     columns = {name: da.from_array(values, chunks=10) for name, values in kernels.items()}
     with pytest.raises(ValueError, match=r"kernels 10 to 19 \(partition 1\): sigma_x\[7\] = -1.0"):

@@ -11,6 +11,12 @@ A backend module provides:
     The array module of its outputs (``numpy`` or ``cupy``).
 ``free_memory()``
     Bytes an output may take on its device.
+``call_bytes(plan, exact=False)`` (optional)
+    Bytes of scratch memory ``render(plan, out)`` allocates at its peak, beyond ``out`` and the
+    plan: an upper bound that costs O(1), or with ``exact=True`` the figure itself (may cost
+    O(kernels)). ``render`` refuses with a MemoryError, before allocating, a call whose output,
+    plan and scratch exceed ``free_memory()``; it asks for the exact figure only when the bound
+    does not fit.
 ``plan_options`` (optional, default ``{}``)
     Keyword arguments for :func:`~gaussheat_gpu.planning.make_plan`: ``compiled`` (plan host kernels
     in its compiled pass, same bits) and ``workspace`` (where that pass puts the tables).
@@ -30,6 +36,8 @@ from __future__ import annotations
 
 import importlib
 import os
+
+from .. import _threading
 
 # Best first: "auto" takes the first one that can run.
 _MODULES = {
@@ -58,10 +66,17 @@ def names() -> tuple[str, ...]:
 
 
 def _load(name: str):
+    if name == "numba" and _threading.FORKED and _threading.fork_unsafe_reason():
+        # A child forked after the parent ran GNU OpenMP threads would abort in Numba's parallel code.
+        _loaded.pop(name, None)
+        _reasons[name] = _threading.fork_unsafe_reason()
+        return None
     if name in _loaded:
         return _loaded[name]
     if name in _reasons:
         return None
+    if name == "numba":
+        _threading.prefer_tbb()
     try:
         module = importlib.import_module(_MODULES[name])
     except ImportError as exc:
@@ -76,7 +91,8 @@ def _load(name: str):
 
 
 def unavailable_reason(name: str) -> str | None:
-    """``None`` if backend ``name`` can run here, else the reason it cannot."""
+    """``None`` if backend ``name`` (case-insensitive) can run here, else the reason it cannot."""
+    name = _fold(name, "backend")
     _check_name(name)
     return None if _load(name) is not None else _reasons[name]
 
@@ -87,17 +103,25 @@ def available() -> list[str]:
 
 
 def get(name: str = "auto"):
-    """The backend module for ``name``; ``"auto"`` honours ``GAUSSHEAT_BACKEND``, then takes the best.
+    """The backend module for ``name`` (case-insensitive); ``"auto"`` honours ``GAUSSHEAT_BACKEND``,
+    then takes the best.
 
     Raises
     ------
+    TypeError
+        ``name`` is not a string.
     ValueError
         Unknown name.
     BackendUnavailable
         The backend cannot run here (the message says why).
     """
+    module = _loaded.get(name) if type(name) is str else None
+    if module is not None and not _threading.FORKED:  # a loaded backend by its own name: ~0.1 us
+        return module
+    if type(name) is not str or name != "auto":
+        name = _fold(name, "backend")
     if name == "auto":
-        name = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+        name = _fold(os.environ.get(ENV_VAR, ""), f"environment variable {ENV_VAR}") or "auto"
         if name != "auto":
             _check_name(name, source=f"environment variable {ENV_VAR}")
         else:
@@ -111,6 +135,13 @@ def get(name: str = "auto"):
     if module is None:
         raise BackendUnavailable(f"backend {name!r} cannot run here: {_reasons[name]}")
     return module
+
+
+def _fold(name, source):
+    """``name`` stripped and lower-cased; a TypeError naming ``source`` when it is not a string."""
+    if not isinstance(name, str):
+        raise TypeError(f"{source} must be a string, one of 'auto', {', '.join(map(repr, _MODULES))}; got {name!r}")
+    return name.strip().lower()
 
 
 def _check_name(name, source="backend"):

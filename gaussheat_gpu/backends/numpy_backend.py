@@ -25,6 +25,20 @@ def unavailable_reason():
     return None
 
 
+# Peak scratch of one vectorised step, in bytes per element of CHUNK_ELEMENTS: offsets, values,
+# masks, scatter indices and the exp/por temporaries, at most ~16 float64-sized arrays at once.
+STEP_BYTES_PER_ELEMENT = 16 * 8
+KERNEL_BYTES = 12 * 8  # per plan kernel: box sizes, masks, sort orders, per-block gathers
+
+
+def call_bytes(plan, exact=False):
+    """Peak scratch bytes of :func:`render` (see :mod:`gaussheat_gpu.backends`): one vectorised
+    step and per-kernel bookkeeping; the bound is the figure, so ``exact`` changes nothing."""
+    grid = plan.grid
+    step = min(CHUNK_ELEMENTS, plan.n_kernels * grid.height * grid.width)  # padded pixels never exceed a box's
+    return STEP_BYTES_PER_ELEMENT * step + KERNEL_BYTES * plan.n_kernels
+
+
 def render(plan, out):
     """Evaluate ``plan`` into ``out`` (see :mod:`gaussheat_gpu.backends`)."""
     grid = plan.grid
@@ -66,9 +80,13 @@ def _separable_factors(p, u, w, normalize):
 
 
 def _full_values(p, u, w):
-    """exp(-(q - shift)/2) for ``u`` (..., 1, W) and ``w`` (..., H, 1)."""
-    q = p[..., P_A] * u * u + 2.0 * p[..., P_B] * u * w + p[..., P_C] * w * w
-    return np.exp(-0.5 * (q - p[..., P_SHIFT_COL] - p[..., P_SHIFT_ROW]))
+    """exp(-(q - shift)/2) for ``u`` (..., 1, W) and ``w`` (..., H, 1).
+
+    Each axis's shift comes off its own term first: an axis-aligned kernel far from the image (in
+    a block with rotated ones) has a column term so large that the row term would round away.
+    """
+    q = (p[..., P_A] * u * u - p[..., P_SHIFT_COL]) + 2.0 * p[..., P_B] * u * w + (p[..., P_C] * w * w - p[..., P_SHIFT_ROW])
+    return np.exp(-0.5 * q)
 
 
 def _render_window(plan, images, k):
@@ -133,7 +151,8 @@ def box_sums(plan):
         column = offset < widths[k]
         u = np.where(column, boxes[k, B_COL0] + offset - p[:, P_CX], 0.0)
         w = np.where(column, 0.0, boxes[k, B_ROW0] + offset - widths[k] - p[:, P_CY])
-        fx, fy = _separable_factors(p, u, w, "count")
+        with np.errstate(over="ignore", invalid="ignore"):  # the other axis's entries (offset 0) are not used
+            fx, fy = _separable_factors(p, u, w, "count")
         n = int(owner[-1]) - lo + 1
         col_sums[lo:lo + n] += np.bincount(owner - lo, weights=np.where(column, fx, 0.0), minlength=n)
         row_sums[lo:lo + n] += np.bincount(owner - lo, weights=np.where(column, 0.0, fy), minlength=n)
@@ -192,11 +211,14 @@ def _render_block(plan, flat, ks, heights, widths):
     rows = boxes[:, B_ROW0, None] + np.arange(h_pad)  # (n, h)
     u = (cols - plan.params[ks, P_CX, None])[:, None, :]
     w = (rows - plan.params[ks, P_CY, None])[:, :, None]
-    if plan.normalize == "integral" or not plan.params[ks, P_B].any():
-        fx, fy = _separable_factors(p, u, w, plan.normalize)
-        values = fy * fx
-    else:
-        values = _full_values(p, u, w)
+    # Padding cells lie outside their kernel's box, where q may fall below a count kernel's shift
+    # and exp overflow (inf, or 0 * inf = nan in a product of factors): they are masked out below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if plan.normalize == "integral" or not plan.params[ks, P_B].any():
+            fx, fy = _separable_factors(p, u, w, plan.normalize)
+            values = fy * fx
+        else:
+            values = _full_values(p, u, w)
     inside = (np.arange(h_pad) < heights[:, None])[:, :, None] & (np.arange(w_pad) < widths[:, None])[:, None, :]
     values = np.where(inside, values, 0.0)
     scale = plan.params[ks, P_SCALE]
@@ -211,6 +233,7 @@ def _render_block(plan, flat, ks, heights, widths):
         np.maximum.at(flat, index, values.astype(plan.dtype))
     else:  # por: 1 - prod(1 - v) per pixel, taken in float64 through log1p / expm1
         pixels, inverse = np.unique(index, return_inverse=True)
-        log_complement = np.bincount(inverse, weights=np.log1p(-values), minlength=pixels.size)
+        with np.errstate(divide="ignore"):  # a value of exactly 1 gives log 0 = -inf, and expm1(-inf) = -1: exact
+            log_complement = np.bincount(inverse, weights=np.log1p(-values), minlength=pixels.size)
         old = flat[pixels].astype(np.float64)
         flat[pixels] = old + (1.0 - old) * -np.expm1(log_complement)

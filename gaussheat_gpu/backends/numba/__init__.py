@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from ..._workspace import Workspace
-from ...planning import COMBINE_CODES, NORMALIZE_CODES
+from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, COMBINE_CODES, NORMALIZE_CODES, P_B
 from .. import host_free_memory as free_memory  # noqa: F401  (backend interface)
 from . import dense, tiles
 from .planning import WORKSPACE_MIN_KERNELS
@@ -118,3 +118,31 @@ def _band_height(n_images, height):
         if n_tiles >= threads and rounds * threads <= MAX_IMBALANCE * n_tiles:
             return band_height
     return BAND_HEIGHT
+
+
+def call_bytes(plan, exact=False):
+    """Peak scratch bytes of :func:`render` beyond ``out`` and the plan (see :mod:`gaussheat_gpu.backends`).
+
+    The band lists (two ``n_tiles + 1`` int64 arrays and one kernel id per kernel and band), the
+    column factors (one per column of each axis-aligned kernel), per-kernel info, and each
+    thread's row scratch; or the dense path's factors. The bound (arithmetic only: it runs on every
+    call) takes the shortest bands, every kernel spanning every band and the whole width, and the
+    dense path's factors besides.
+    """
+    grid = plan.grid
+    n, itemsize = plan.n_kernels, plan.dtype.itemsize
+    if n == 0:
+        return 0
+    if not exact:
+        n_bands = -(-grid.height // BAND_HEIGHT)
+        return (16 * (grid.n_images * n_bands + 1) + n * (8 * tiles.INFO_COLUMNS + 16 + 8 * n_bands)
+                + n * itemsize * (2 * grid.width + grid.height) + numba.config.NUMBA_NUM_THREADS * 24 * grid.width)
+    if dense.dense_pays(plan, COMBINE_CODES[plan.combine]):
+        return n * (grid.height + grid.width) * itemsize
+    band_height = _band_height(grid.n_images, grid.height)
+    n_bands = -(-grid.height // band_height)
+    boxes = plan.boxes
+    bands = (boxes[:, B_ROW1] // band_height - boxes[:, B_ROW0] // band_height + 1).sum()
+    widths = np.where(plan.params[:, P_B] == 0.0, boxes[:, B_COL1] - boxes[:, B_COL0] + 1, 0).sum()
+    return (16 * (grid.n_images * n_bands + 1) + n * (8 * tiles.INFO_COLUMNS + 16) + 8 * int(bands) + itemsize * int(widths)
+            + numba.get_num_threads() * 24 * grid.width)
