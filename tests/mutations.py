@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("gaussheat_gpu", "tests", "kernels", "bench", "docs", "pyproject.toml", "README.md")
+COPIED = ("gaussheat_gpu", "tests", "kernels", "bench", "docs", ".ci", "pyproject.toml", "README.md")
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ MUTATIONS = [
     Mutation("no-fork-fallback", "gaussheat_gpu/backends/__init__.py",
              'if name == "numba" and _threading.FORKED and _threading.fork_unsafe_reason():', "if False:",
              ("tests/test_fork.py", "-k", "fall_back"), "children forked after GNU OpenMP abort"),
-    Mutation("tbb-not-preferred", "gaussheat_gpu/backends/__init__.py", "        _threading.prefer_tbb()\n",
-             "        pass\n", ("tests/test_fork.py", "-k", "pool"), "Numba stays on OpenMP: forked pools fall back"),
+    Mutation("tbb-not-preferred", "gaussheat_gpu/_threading.py", '    if _state["tried"]:\n        return _state["loaded"]',
+             "    if True:\n        return None", ("tests/test_fork.py", "-k", "pool"),
+             "Numba stays on OpenMP: forked pools fall back"),
     Mutation("masks-ignored", "gaussheat_gpu/kernel_set.py", "    if isinstance(value, np.ma.MaskedArray):",
              "    if False:", ("tests/test_hardening.py", "-k", "masked"), "masked values render"),
     Mutation("pickle-truncates", "gaussheat_gpu/kernel_set.py", "return _restore, (self._arrays, self._bounds)",
@@ -141,14 +142,23 @@ def main():
             return 2
         print(f"unmutated copy: targeted tests pass ({seconds:.0f} s)")
         survivors = []
+        full_suite_passes = False
         for m in chosen:
             path = folder / m.path
             original = path.read_text()
             assert original.count(m.old) == 1, f"{m.name}: the line to mutate occurs {original.count(m.old)} times"
-            path.write_text(original.replace(m.old, m.new))
+            stages = [("full", ())] if args.full else [("targeted", m.tests), ("full", ())]
             try:
-                stages = [("full", ())] if args.full else [("targeted", m.tests), ("full", ())]
                 for stage, tests in stages:
+                    if stage == "full" and not full_suite_passes:  # once, unmutated: a failure must be the bug's
+                        path.write_text(original)
+                        full_code, full_seconds, full_failed, tail = pytest(folder, ())
+                        if full_code != 0:
+                            print(f"the unmutated copy fails the whole suite ({full_failed}):\n{tail}")
+                            return 2
+                        print(f"unmutated copy: the whole suite passes ({full_seconds:.0f} s)")
+                        full_suite_passes = True
+                    path.write_text(original.replace(m.old, m.new))
                     code, seconds, failed, _ = pytest(folder, tests)
                     if code != 0:
                         break
