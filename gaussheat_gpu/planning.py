@@ -433,10 +433,15 @@ def check_rotated_reach(kernels, tables, grid: Grid, truncate, xp=np) -> None:
     row = _first_index((b != 0.0) & ~(reach2 <= MAX_ROTATED_REACH ** 2), xp)
     if row < 0:
         return
-    k = int(tables.kernel_index[row])
+    raise_rotated_reach(kernels, int(tables.kernel_index[row]), math.sqrt(float(reach2[row])))
+
+
+def raise_rotated_reach(kernels, k, reach):
+    """Raise the ``ValueError`` of a rotated kernel ``k`` whose box reaches ``reach`` of its narrowest
+    standard deviation (:func:`check_rotated_reach`)."""
     raise ValueError(
         f"kernel {k} (theta = {float(kernels.theta[k])!r}, sigma_x = {float(kernels.sigma_x[k])!r}, sigma_y = "
-        f"{float(kernels.sigma_y[k])!r}) is rotated and its box reaches {math.sqrt(float(reach2[row])):.3g} of its "
+        f"{float(kernels.sigma_y[k])!r}) is rotated and its box reaches {reach:.3g} of its "
         f"narrowest standard deviation from its centre; rotated kernels are supported up to {MAX_ROTATED_REACH:.0e} "
         f"(beyond, float64 rounding swamps the exponent): use a finite truncate, a wider sigma, or theta = 0"
     )
@@ -634,7 +639,7 @@ def _numba_planning():
 
 
 # The data checks of a plan, in the order their errors are raised.
-CHECK_IMAGE, CHECK_INTEGRAL_ROTATED, CHECK_POR = range(3)
+CHECK_IMAGE, CHECK_INTEGRAL_ROTATED, CHECK_POR, CHECK_ROTATED_REACH = range(4)
 
 
 def _raise_for_bad_kernels(kernels, tables, grid, combine, normalize):

@@ -110,6 +110,8 @@ using std::sqrt;
 #define GH_FAST_MIN_COEF 1e-18
 #define GH_FAST_MAX_SCALE 1e30
 #define GH_FAST_MIN_SCALE 1e-30
+#define GH_MAX_ROTATED_REACH2 1e12     // planning.MAX_ROTATED_REACH squared
+#define GH_LATTICE_GAP 600.0           // planning.LATTICE_GAP
 #define GH_FAST_MAX_SHIFT 16.0        // count: SCALE carries exp(shift/2); q and shift both large lose digits
 
 // Float32 outputs evaluated in float64 take the exponential in float32 (fast expf) of an argument
@@ -186,6 +188,23 @@ GH_DEVICE double gh_quadratic_min(double a, double b, double c, double u0, doubl
     return fmax(best, 0.0);
 }
 
+// Minimum of the exponent over the box's pixel centres, row by row (planning.py's _lattice_min): in each
+// row q is a parabola in the column, lowest at one of the two columns around its vertex.
+GH_DEVICE double gh_lattice_min(double cx, double cy, double a, double b, double c, int c0, int c1, int r0, int r1) {
+    double best = 0.0;
+    for (int row = r0; row <= r1; ++row) {
+        double w = double(row) - cy;
+        double vertex = cx - b * w / a;
+        for (int side = 0; side < 2; ++side) {
+            double col = side == 0 ? floor(vertex) : ceil(vertex);
+            double u = fmin(fmax(col, double(c0)), double(c1)) - cx;
+            double q = a * u * u + 2.0 * b * u * w + c * w * w;
+            best = row == r0 && side == 0 ? q : fmin(best, q);
+        }
+    }
+    return best;
+}
+
 // Whether a nonzero value's magnitude lies outside [lo, hi].
 GH_DEVICE bool gh_outside(double value, double lo, double hi) {
     double m = fabs(value);
@@ -223,8 +242,16 @@ GH_DEVICE void gh_plan_kernel(long long k, long long n, double x, double y, doub
     gh_support_range(cy, truncate * sigma_row, g.height, &r0, &r1);
     bool kept = c0 <= c1 && r0 <= r1;
 
-    // Checks, first failure in planning.py's order: image, integral of a rotated kernel, por.
+    // Checks, first failure in planning.py's order: image, integral of a rotated kernel, por, the reach
+    // of a rotated kernel's box (planning.check_rotated_reach).
     long long error = GH_NO_ERROR;
+    if (kept && b != 0.0) {
+        double half_gap = 0.5 * (a - c);
+        double lam = 0.5 * (a + c) + sqrt(half_gap * half_gap + b * b);
+        double du = fmax(fabs(double(c0) - cx), fabs(double(c1) - cx));
+        double dw = fmax(fabs(double(r0) - cy), fabs(double(r1) - cy));
+        if (!((du * du + dw * dw) * lam <= GH_MAX_ROTATED_REACH2)) error = 3 * n + k;
+    }
     double peak = g.normalize <= GH_NORMALIZE_PEAK ? scale : amplitude;
     if (g.combine == GH_COMBINE_POR && (amplitude < 0 || peak > 1.0)) error = 2 * n + k;
     if (g.normalize == GH_NORMALIZE_INTEGRAL && b != 0.0) error = n + k;
@@ -250,6 +277,11 @@ GH_DEVICE void gh_plan_kernel(long long k, long long n, double x, double y, doub
             count_sum = sum_cols * sum_rows;
         } else {
             shift_col = gh_quadratic_min(a, b, c, u0, u1, w0, w1);
+            // Thin kernels between pixel centres: the rectangle's minimum can lie far below every pixel's.
+            double half_trace = 0.5 * (a + c);
+            if (2.0 * sqrt(shift_col * half_trace) + half_trace > GH_LATTICE_GAP) {
+                shift_col = gh_lattice_min(cx, cy, a, b, c, c0, c1, r0, r1);
+            }
             count_sum = 0.0;  // summed by the count pass
         }
         count_sums[k] = count_sum;

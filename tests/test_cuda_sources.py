@@ -83,7 +83,8 @@ def test_header_layout_matches_planning(host_backends):
     assert (defines["GH_TILE"], defines["GH_TILE_PIXELS"], defines["GH_COUNT_LANES"]) == \
            (cuda_sources.TILE, cuda_sources.TILE_PIXELS, cuda_sources.COUNT_LANES_PER_KERNEL)
     assert 1 << defines["GH_TILE_SHIFT"] == cuda_sources.TILE
-    assert planning.CHECK_IMAGE == 0 and planning.CHECK_INTEGRAL_ROTATED == 1 and planning.CHECK_POR == 2
+    assert (planning.CHECK_IMAGE, planning.CHECK_INTEGRAL_ROTATED, planning.CHECK_POR, planning.CHECK_ROTATED_REACH) \
+        == (0, 1, 2, 3)  # the order of the device's error key
 
 
 def test_every_source_is_compiled_by_these_tests():
@@ -638,3 +639,42 @@ def test_windows_of_a_host_plan_render_like_the_numpy_backend(host_backends, nor
         backend.render_plan(part, out)
         expected = whole[tuple(slice(a, b) for a, b in window)]
         assert np.abs(out.view(np.ndarray) - expected).max() <= 1e-5 * np.abs(whole).max()
+
+
+# -- planning.py's later checks, on the device ------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_count_of_thin_rotated_kernels_on_the_device_sums_to_the_amplitude(host_backends, dtype):
+    # The device planner takes the exponent's minimum over pixel centres where the box rectangle's
+    # minimum lies far below it (planning._lattice_min), as the host planner does.
+    rng = np.random.default_rng(11)
+    n = 40
+    kernels = gh.Kernels(rng.uniform(2, 8, n), rng.uniform(2, 6, n), rng.uniform(0.5, 5, n),
+                         10 ** rng.uniform(-4, -2, n), theta=rng.uniform(0, np.pi, n),
+                         amplitude=rng.uniform(0.5, 2, n), image=np.arange(n))
+    shape = (n, 9, 11)
+    backend, _ = host_backends["ieee"]
+    host = make_plan(kernels, make_grid(shape), normalize="count", truncate=None)
+    device = backend.make_plan(kernels, make_grid(shape), normalize="count", truncate=None)
+    shifts = device.params.view(np.ndarray)[:, planning.P_SHIFT_COL]
+    np.testing.assert_allclose(shifts, host.params[:, planning.P_SHIFT_COL], rtol=1e-12)
+    heat = host_render(host_backends, "ieee", kernels, shape, dtype=dtype, normalize="count", truncate=None)
+    assert np.isfinite(heat).all()
+    np.testing.assert_allclose(heat.sum(axis=(1, 2), dtype=np.float64), kernels.amplitude, rtol=1e-5)
+
+
+def test_rotated_kernels_reaching_too_far_are_refused_as_on_the_host(host_backends):
+    backend, fake = host_backends["ieee"]
+    kernels = gh.Kernels(x=[5.0, 50.0], y=[5.0, 40.0], sigma_x=[2.0, 1e-5], sigma_y=[2.0, 200.0], theta=[0.0, 0.7])
+    grid = make_grid((80, 100))
+    with pytest.raises(ValueError) as host_error:
+        make_plan(kernels, grid, truncate=None)
+    assert "kernel 1" in str(host_error.value) and "reaches" in str(host_error.value)
+    for given in (kernels, on_device(fake, kernels)):
+        with pytest.raises(ValueError) as device_error:
+            backend.make_plan(given, grid, truncate=None)
+        assert str(device_error.value) == str(host_error.value)
+    header = cuda_sources.read(cuda_sources.HEADER)
+    limits = dict(re.findall(r"#define (GH_MAX_ROTATED_REACH2|GH_LATTICE_GAP) ([0-9.e]+)", header))
+    assert float(limits["GH_MAX_ROTATED_REACH2"]) == planning.MAX_ROTATED_REACH ** 2
+    assert float(limits["GH_LATTICE_GAP"]) == planning.LATTICE_GAP

@@ -23,6 +23,8 @@ The evaluation is float32 (``fast`` table) for float32 outputs, float64 for floa
 
 from __future__ import annotations
 
+import math
+
 import cupy
 import numpy as np
 
@@ -122,7 +124,7 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
     n_entries, error, needs64, rotated = (int(v) for v in stats[n - 1:].get())  # the one synchronisation
 
     if error != NO_ERROR:
-        planning.raise_for_bad_kernel(kernels, grid, combine, normalize, check=error // n, k=error % n)
+        _raise_for_error(kernels, grid, combine, normalize, error // n, error % n, params, ibox)
     eval64 = dtype == np.float64 or normalize == "integral" or needs64 < 0
     dense = (n_entries > 0 and rotated == 0 and combine == "sum" and normalize != "integral"
              and grid.n_images == 1 and not accumulate and (dtype == np.float64 or needs64 == 0)
@@ -244,6 +246,18 @@ def _device_columns(kernels, truncate):
     k = kernels
     radius = cupy.asarray(truncate, dtype=cupy.float64) if per_kernel else k.x
     return (k.x, k.y, k.sigma_x, k.sigma_y, k.theta, k.theta, k.amplitude, k.image, radius, int(per_kernel), scalar), 0
+
+
+def _raise_for_error(kernels, grid, combine, normalize, check, k, params, ibox):
+    """Raise planning.py's error for the first failed check (read back from the device only now)."""
+    if check != planning.CHECK_ROTATED_REACH:
+        planning.raise_for_bad_kernel(kernels, grid, combine, normalize, check=check, k=k)
+    p, box = params[k].get(), ibox[k].get().astype(np.float64)
+    a, b, c = p[planning.P_A], p[planning.P_B], p[planning.P_C]
+    lam = 0.5 * (a + c) + math.sqrt((0.5 * (a - c)) ** 2 + b * b)
+    du = max(abs(box[planning.B_COL0] - p[planning.P_CX]), abs(box[planning.B_COL1] - p[planning.P_CX]))
+    dw = max(abs(box[planning.B_ROW0] - p[planning.P_CY]), abs(box[planning.B_ROW1] - p[planning.P_CY]))
+    planning.raise_rotated_reach(kernels, k, math.sqrt((du * du + dw * dw) * lam))
 
 
 def free_memory() -> int:
