@@ -4,8 +4,9 @@ Inputs: CSV (a header naming the :class:`~gaussheat_gpu.Kernels` columns ``x, y,
 ``sigma_x``, and optionally ``sigma_y, theta, amplitude, image``), JSON (an object of columns or a
 list of row objects), NPY (a structured array with those field names, or an ``(N, k)`` array in
 that column order) and NPZ (one array per column), all read without pickles. Outputs, by extension:
-PNG (exactly H x W pixels through a colormap), NPY (the array as rendered) and TIFF (float32, one
-page per image; written here, uncompressed, no dependency).
+PNG (exactly H x W pixels through a colormap), NPY (the array as rendered), TIFF (float32, one
+page per image; written here, uncompressed, no dependency) and Zarr (``--chunks N``: chunk by chunk
+through :func:`gaussheat_gpu.dask.to_zarr`, resumable; the ``dask`` extra).
 
 A malformed input is refused with its file, line and column and exit status 2; a failed run
 leaves no output file (each output is written under a temporary name in its directory, and the
@@ -34,15 +35,17 @@ from .api import render
 from .kernel_set import FIELDS, Kernels
 from .planning import COMBINES, NORMALIZES
 
-OUTPUT_SUFFIXES = (".png", ".npy", ".tif", ".tiff")
+OUTPUT_SUFFIXES = (".png", ".npy", ".tif", ".tiff", ".zarr")
 DESCRIPTION = """Render a table of kernels to a heatmap file.
 
 INPUT: CSV with a header naming the columns (x, y, sigma or sigma_x; optionally sigma_y, theta,
 amplitude, image), JSON (an object of columns or a list of row objects), NPY (a structured array
 with those field names, or an (N, k) array in that column order) or NPZ (one array per column),
 all read without pickles. OUTPUT, by extension: PNG (exactly H x W pixels through a colormap), NPY
-(the array as rendered), TIFF (float32, one page per image). A malformed input is refused with its
-file, line and column and exit status 2; a failed run leaves no output file."""
+(the array as rendered), TIFF (float32, one page per image), or a Zarr store (with --chunks: rendered
+chunk by chunk on Dask, never holding the whole map; rerun to resume an interrupted render). A
+malformed input is refused with its file, line and column and exit status 2; a failed run leaves no
+output file (a Zarr store keeps the chunks it finished)."""
 CHUNK_KERNELS = 20_000  # kernels per render call when a render may need a progress bar
 PROGRESS_AFTER_S = 1.0
 
@@ -69,6 +72,8 @@ def add_parser(commands):
     p.add_argument("--cmap", default="inferno", help="PNG colormap (matplotlib's names; 'gray' needs no matplotlib)")
     p.add_argument("--vmin", type=float, help="PNG: value at the bottom of the colormap (default the minimum)")
     p.add_argument("--vmax", type=float, help="PNG: value at the top of the colormap (default the maximum)")
+    p.add_argument("--chunks", type=int, help="Zarr output: chunk side in pixels (rendered chunk by chunk on Dask)")
+    p.add_argument("--overwrite", action="store_true", help="Zarr output: replace a store holding another render")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr: auto shows it once a render has taken a second")
     return p
@@ -91,6 +96,8 @@ def run(args) -> int:
                 raise InputError(f"{output}: a PNG holds one image; the shape {'x'.join(map(str, shape))} makes "
                                  f"{math.prod(shape[:-2])}")
         start = time.perf_counter()
+        if any(output.suffix.lower() == ".zarr" for output in outputs):
+            return _render_zarr(args, outputs, kernels, shape, truncate, extent, start)
         heat = render_with_progress(kernels, shape, args.progress, combine=args.combine, normalize=args.normalize,
                                     truncate=truncate, extent=extent, dtype=args.dtype, backend=args.backend)
         heat = heat.get() if hasattr(heat, "get") else heat
@@ -101,6 +108,25 @@ def run(args) -> int:
         return 2
     print(f"wrote {', '.join(map(str, outputs))} ({' x '.join(map(str, shape))}, {args.dtype}, rendered and "
           f"written in {time.perf_counter() - start:.3g} s, max {float(np.max(heat)):.4g})")
+    return 0
+
+
+def _render_zarr(args, outputs, kernels, shape, truncate, extent, start) -> int:
+    """``-o map.zarr --chunks N``: render chunk by chunk into a Zarr store (gaussheat_gpu.dask.to_zarr)."""
+    if len(outputs) != 1:
+        raise InputError("a Zarr output is written chunk by chunk and cannot be combined with other outputs")
+    if not args.chunks or args.chunks <= 0:
+        raise InputError(f"{outputs[0]}: a Zarr output needs --chunks N (a chunk side in pixels, N > 0)")
+    try:
+        from . import dask as gaussheat_dask
+    except ImportError as exc:
+        raise InputError(f"{outputs[0]}: Zarr output needs the dask extra (pip install 'gaussheat_gpu[dask]'): {exc}")
+    chunks = (1,) * (len(shape) - 2) + (args.chunks, args.chunks)
+    gaussheat_dask.to_zarr(kernels, shape, str(outputs[0]), chunks=chunks, overwrite=args.overwrite,
+                           progress=args.progress != "never", combine=args.combine, normalize=args.normalize,
+                           truncate=truncate, extent=extent, dtype=args.dtype, backend=args.backend)
+    print(f"wrote {outputs[0]} ({' x '.join(map(str, shape))}, {args.dtype}, chunks of {args.chunks} x {args.chunks}, "
+          f"{time.perf_counter() - start:.3g} s)")
     return 0
 
 

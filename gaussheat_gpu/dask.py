@@ -148,11 +148,22 @@ def _make_spec(shape, chunks, combine, normalize, extent, dtype, backend):
     dtype = _resolve_dtype(dtype, None)
     module = backends.get(backend)
     name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+    _check_chunks(chunks)
     block_chunks = da.core.normalize_chunks(chunks, grid.shape, dtype=dtype)
     bounds = tuple(np.concatenate(([0], np.cumsum(c))).astype(np.int64) for c in block_chunks)
     planned = "peak" if normalize == "count" else normalize
     spec = _Spec(grid, combine, planned, dtype, name, bounds)
     return spec, module.xp.empty((0,) * len(grid.shape), dtype=dtype)
+
+
+def _check_chunks(chunks):
+    """Refuse chunk sizes Dask cannot split by (0, or negative other than Dask's -1 for "whole axis")."""
+    sizes = []
+    for item in chunks if isinstance(chunks, (tuple, list)) else (chunks,):
+        sizes.extend(item if isinstance(item, (tuple, list)) else (item,))
+    for size in sizes:
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and (size == 0 or size < -1):
+            raise ValueError(f"chunks = {chunks!r}: chunk sizes must be positive (or -1 for a whole axis)")
 
 
 def _plan_renderer(module):
@@ -447,10 +458,11 @@ class _Progress:
 def main(argv=None) -> int:
     """``python -m gaussheat_gpu.dask KERNELS --shape H W --chunks N -o map.zarr``: render to Zarr.
 
-    ``KERNELS`` is a ``.csv`` file with a header of column names (``x, y, sigma`` or ``sigma_x``,
-    and optionally ``sigma_y, theta, amplitude, image``), an ``.npz`` of such named arrays, or an
-    ``.npy`` ``(N, k)`` array whose columns are the first k of ``x, y, sigma_x, sigma_y, theta,
-    amplitude, image``. Rerunning the same command after an interruption renders only the chunks
+    ``KERNELS`` is a table as ``gaussheat render`` reads it: a ``.csv`` file with a header of column
+    names (``x, y, sigma`` or ``sigma_x``, and optionally ``sigma_y, theta, amplitude, image``), a
+    ``.json``, an ``.npz`` of such named arrays, or an ``.npy`` ``(N, k)`` array whose columns are the
+    first k of ``x, y, sigma_x, sigma_y, theta, amplitude, image``. ``gaussheat render KERNELS -o
+    map.zarr --chunks N`` does the same for square chunks. Rerunning the same command after an interruption renders only the chunks
     not yet written.
 
     Parameters
@@ -466,7 +478,7 @@ def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m gaussheat_gpu.dask", description=main.__doc__.splitlines()[0])
-    parser.add_argument("kernels", help="kernel table: .csv (header row), .npz (named arrays) or .npy (N, k)")
+    parser.add_argument("kernels", help="kernel table: .csv (header row), .json, .npz (named arrays) or .npy (N, k)")
     parser.add_argument("--shape", type=int, nargs="+", required=True, help="output shape: [...] H W")
     parser.add_argument("--chunks", type=int, nargs="+", required=True, help="chunk size (one, or one per axis)")
     parser.add_argument("-o", "--output", required=True, help="Zarr store to write (a directory)")
@@ -481,7 +493,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     truncate = None if args.truncate.lower() == "none" else float(args.truncate)
     chunks = args.chunks[0] if len(args.chunks) == 1 else tuple(args.chunks)
-    kernels = _read_kernel_table(args.kernels)
+    from .cli_render import read_kernels
+
+    kernels = read_kernels(args.kernels)
     client = None
     if args.scheduler:
         from distributed import Client
@@ -496,16 +510,6 @@ def main(argv=None) -> int:
             client.close()
     print(f"wrote {args.output} (array {ZARR_ARRAY!r})")
     return 0
-
-
-def _read_kernel_table(path):
-    if str(path).endswith(".npy"):
-        return Kernels.from_array(np.load(path))
-    if str(path).endswith(".npz"):
-        with np.load(path) as table:
-            return Kernels.from_columns({name: table[name] for name in table.files})
-    table = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64)
-    return Kernels.from_columns({name: np.atleast_1d(table[name]) for name in table.dtype.names})
 
 
 if __name__ == "__main__":  # pragma: no cover

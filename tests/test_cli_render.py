@@ -165,3 +165,29 @@ def test_progress_bar_over_chunks_gives_the_one_call_result(monkeypatch):
         chunked = cli_render.render_with_progress(k, (50, 60), "always", stream=stream, **options)
         np.testing.assert_allclose(chunked, gh.render(k, (50, 60), **options), rtol=1e-12, atol=1e-15)
     assert stream.getvalue().count("100%") == 3 and "rendering [" in stream.getvalue()
+
+
+def test_zarr_output_renders_chunk_by_chunk_and_resumes(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("dask")
+    columns = table(300, width=100, height=70)
+    write_csv(tmp_path / "k.csv", columns)
+    args = ("k.csv", "-o", "map.zarr", "--shape", "70x100", "--chunks", "32", "--backend", "numpy", "--progress",
+            "never")
+    result = gaussheat(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote map.zarr (70 x 100, float32, chunks of 32 x 32" in result.stdout
+    heat = zarr.open_group(tmp_path / "map.zarr", mode="r")["heatmap"]
+    assert heat.chunks == (32, 32)
+    expected = gh.render(gh.Kernels.from_columns(columns), (70, 100), backend="numpy", dtype="float64")
+    assert np.abs(heat[...] - expected).max() <= 1e-5 * expected.max()
+    assert gaussheat(*args, cwd=tmp_path).returncode == 0  # a rerun finds every chunk written
+
+
+@pytest.mark.parametrize(("extra", "message"), [((), "needs --chunks N"), (("--chunks", "0"), "needs --chunks N"),
+                                                (("--chunks", "8", "-o", "k.npy"), "cannot be combined")])
+def test_zarr_output_needs_chunks_and_stands_alone(tmp_path, extra, message):
+    write_csv(tmp_path / "k.csv", table(5, width=20, height=10))
+    result = gaussheat("k.csv", "-o", "map.zarr", "--shape", "10x20", *extra, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "map.zarr").exists() and not (tmp_path / "k.npy").exists()

@@ -430,3 +430,9 @@ def test_d1_benchmark_cases_run_at_tiny_size():
     assert results[1]["output_bytes"] == 2048 * 2048 * 4 and results[1]["corner_max"] > 0
     text = dask_bench.table(results, "test machine", tiny=True)
     assert "| in-memory |" in text and "Mpixel/s" in text
+
+
+@pytest.mark.parametrize("chunks", [0, (0, 8), -2, ((4, 0), 8)])
+def test_chunk_sizes_that_cannot_split_an_axis_are_refused(chunks):
+    with pytest.raises(ValueError, match="chunk sizes must be positive"):
+        ghd.render(seam_kernels(n=3), (10, 10), chunks=chunks)
