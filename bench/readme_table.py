@@ -35,9 +35,12 @@ def newest_results(directory) -> dict:
         if path.stem.endswith("-tiny") or "-tiny-" in path.stem:
             continue
         try:
-            date = json.loads(path.read_text()).get("date", "")
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(data, dict) or "rows" not in data:  # other tables (D1, GPU counts) are lists
+            continue
+        date = data.get("date", "")
         kind = "gpu" if path.name.startswith("gpu-") else "cpu"
         key = (date, path.stat().st_mtime)
         if kind not in newest or key > newest[kind][0]:

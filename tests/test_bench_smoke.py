@@ -132,6 +132,9 @@ def test_report_and_readme_section(tmp_path, references):
     json_path, md_path = report.write_results(results, "test-machine", tmp_path)
     text = md_path.read_text()
     assert "2x vs centernet-loop" in text and "| 100 |" in text  # speed-up, multiple of the floor
+    # Other tables in the results folder (D1, GPU counts: lists of rows) are not CPU results.
+    (tmp_path / "d1-test-machine-2100-01-01.json").write_text('[{"case": "in-memory"}]')
+    (tmp_path / "gpu-counts-sm_90-2100-01-01.json").write_text('[{"workload": "W1"}]')
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{readme_table.START}\nold\n{readme_table.END}\nrest\n")
     assert readme_table.main(["--readme", str(readme), "--results-dir", str(tmp_path)]) == 0
