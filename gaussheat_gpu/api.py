@@ -9,7 +9,7 @@ import numpy as np
 
 from . import backends
 from .kernel_set import Kernels
-from .planning import check_ranges, make_grid, make_plan
+from .planning import make_grid, make_plan
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Asking a device for its free memory costs several microseconds (a /proc read on the host);
@@ -104,7 +104,6 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
     options = dict(combine=combine, normalize=normalize, truncate=truncate, dtype=dtype, accumulate=accumulate)
     backend_planner = getattr(module, "make_plan", None)
     if backend_planner is not None:  # plans where it renders (the device): takes host or device kernels
-        check_ranges(kernels, grid, normalize, dtype, kernels.xp)
         plan = backend_planner(kernels, grid, **options)
     else:
         plan = make_plan(kernels.to(module.xp), grid, xp=module.xp, **options, **getattr(module, "plan_options", {}))

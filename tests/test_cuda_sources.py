@@ -410,11 +410,12 @@ def test_float32_path_holds_extreme_shapes_sizes_and_places(host_backends, aspec
 
 
 def test_kernels_past_float32_limits_take_the_float64_evaluation(host_backends):
-    # SCALE beyond float32's range (sigma ~1e-41), a centre past 2^23 pixels, a count kernel seen only
+    # SCALE past the float32 evaluation's limit (a peak of 1e36: within float32's range, which planning
+    # requires of the output, but beyond 1e30), a centre past 2^23 pixels, a count kernel seen only
     # through its far tail: each makes the call evaluate in float64, and every result stays right.
     backend, fake = host_backends["ieee"]
     cases = [
-        (gh.Kernels(x=[3.0], y=[5.45], sigma_x=1.3e-41, sigma_y=0.12), {}),
+        (gh.Kernels(x=[3.0], y=[5.45], sigma_x=1.3e-36, sigma_y=0.12), {}),
         (gh.Kernels(x=[1e7, 3.0], y=[4.0, 4.0], sigma_x=[5e6, 2.0]), {}),
         (gh.Kernels(x=[-30.0, 5.0], y=[4.0, 4.0], sigma_x=[4.0, 2.0]), {"normalize": "count", "truncate": 10.0}),
     ]

@@ -24,6 +24,7 @@ The evaluation is float32 (``fast`` table) for float32 outputs, float64 for floa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cupy
 import numpy as np
@@ -49,6 +50,7 @@ DENSE_MAX_KERNELS = 4096
 CHECK_MEMORY_ABOVE = 64 * 2**20
 
 
+@dataclass(eq=False, slots=True)
 class DevicePlan:
     """What :func:`gaussheat_gpu.backends.cupy.render` evaluates: tables on the device and the path.
 
@@ -57,12 +59,30 @@ class DevicePlan:
     kernels without a pixel in the image having empty boxes and no tile entries.
     """
 
-    __slots__ = ("grid", "combine", "normalize", "dtype", "accumulate", "n_kernels", "params", "fast", "ibox",
-                 "ends", "tile_counts", "count_sums", "n_entries", "path", "eval64", "rotated", "tile_rows", "tile_cols")
+    grid: object
+    combine: str
+    normalize: str
+    dtype: np.dtype
+    accumulate: bool
+    n_kernels: int
+    params: object  # (N, N_PARAMS) float64
+    fast: object  # (N, N_FAST) float32 (a placeholder when eval64 is always taken)
+    ibox: object  # (N, N_IBOX) int32
+    ends: object  # (N,) int64: inclusive prefix of tile_counts
+    tile_counts: object  # (N,) int64
+    count_sums: object  # (N,) float64 in count mode, else a placeholder
+    n_entries: int
+    path: str  # "dense", "tiles" or "empty"
+    eval64: bool
+    rotated: bool  # a kept kernel has B != 0
 
-    def __init__(self, **fields):
-        for name in self.__slots__:
-            setattr(self, name, fields[name])
+    @property
+    def tile_rows(self) -> int:
+        return -(-self.grid.height // cuda_sources.TILE)
+
+    @property
+    def tile_cols(self) -> int:
+        return -(-self.grid.width // cuda_sources.TILE)
 
     @property
     def n_tiles(self) -> int:
@@ -97,10 +117,8 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
     n = len(kernels)
     truncate = planning.check_truncate(truncate, n)
     dtype = np.dtype(dtype)
-    tile_rows, tile_cols = -(-grid.height // cuda_sources.TILE), -(-grid.width // cuda_sources.TILE)
-    if grid.n_images * tile_rows * tile_cols >= 2**31:
-        raise ValueError(f"shape = {grid.shape} has {grid.n_images * tile_rows * tile_cols} tiles of "
-                         f"{cuda_sources.TILE}x{cuda_sources.TILE} pixels; the cupy backend takes at most 2**31 - 1")
+    planning.check_ranges(kernels, grid, normalize, dtype, kernels.xp)
+    tile_rows, tile_cols = _check_tiles(grid)
     _check_free_memory(n * PLAN_BYTES_PER_KERNEL, f"the plan of {n} kernels")
 
     params = cupy.empty((n, planning.N_PARAMS), dtype=cupy.float64)
@@ -111,8 +129,8 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
     stats = cupy.empty(n + N_SUMMARY, dtype=cupy.int64)  # tile-count prefix, then the reduced summary
     count_sums = cupy.empty(n if normalize == "count" else 1, dtype=cupy.float64)
     if n == 0:
-        return _plan(grid, combine, normalize, dtype, accumulate, 0, params, fast, ibox, stats, tiles, count_sums,
-                     0, "empty", False, False, tile_rows, tile_cols)
+        return DevicePlan(grid, combine, normalize, dtype, bool(accumulate), 0, params, fast, ibox, stats, tiles,
+                          count_sums, n_entries=0, path="empty", eval64=False, rotated=False)
 
     columns, trig_given = _device_columns(kernels, truncate)
     elementwise(cuda_sources.PLAN_KERNELS)(
@@ -133,16 +151,12 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
         _check_free_memory(n * (grid.height + grid.width) * dtype.itemsize, "the dense path's factors")
         path = "dense"
     elif n_entries:
-        if n_entries >= 2**31:
-            raise ValueError(f"the kernels' boxes meet {n_entries} tiles in all; the cupy backend takes at most "
-                             f"2**31 - 1: render in parts (extent=, or fewer kernels per call)")
-        _check_free_memory(n_entries * ENTRY_BYTES + 8 * (grid.n_images * tile_rows * tile_cols + 1),
-                           f"a tile list of {n_entries} entries")
+        _check_tile_list(n_entries, grid.n_images * tile_rows * tile_cols)
         path = "tiles"
     else:
         path = "empty"
-    return _plan(grid, combine, normalize, dtype, accumulate, n, params, fast, ibox, stats[:n], tiles, count_sums,
-                 n_entries, path, eval64, rotated < 0, tile_rows, tile_cols)
+    return DevicePlan(grid, combine, normalize, dtype, bool(accumulate), n, params, fast, ibox, stats[:n], tiles,
+                      count_sums, n_entries=n_entries, path=path, eval64=eval64, rotated=rotated < 0)
 
 
 def plan_from_rows(plan) -> DevicePlan:
@@ -160,7 +174,7 @@ def plan_from_rows(plan) -> DevicePlan:
         raise ValueError("a host plan with normalize='count' must have its normalisers folded in first "
                          "(planning.fix_count_normaliser)")
     grid, n = plan.grid, plan.n_kernels
-    tile_rows, tile_cols = -(-grid.height // cuda_sources.TILE), -(-grid.width // cuda_sources.TILE)
+    tile_rows, tile_cols = _check_tiles(grid)
     _check_free_memory(n * PLAN_BYTES_PER_KERNEL, f"the plan of {n} kernels")
     params = cupy.asarray(plan.params, dtype=cupy.float64)
     boxes = cupy.asarray(plan.boxes, dtype=cupy.int64)
@@ -172,13 +186,12 @@ def plan_from_rows(plan) -> DevicePlan:
         elementwise(cuda_sources.PLAN_ROWS)(boxes, ibox, tiles, size=n)
         cupy.cumsum(tiles, out=ends)
         n_entries = int(ends[-1].get())  # the one synchronisation
-    path = "tiles" if n_entries else "empty"
     if n_entries:
-        _check_free_memory(n_entries * ENTRY_BYTES, f"a tile list of {n_entries} entries")
-    placeholder = cupy.empty(1, dtype=cupy.float32)
-    return _plan(grid, plan.combine, plan.normalize, np.dtype(plan.dtype), plan.accumulate, n, params, placeholder,
-                 ibox, ends, tiles, cupy.empty(1, dtype=cupy.float64), n_entries, path, True, not plan.axis_aligned,
-                 tile_rows, tile_cols)
+        _check_tile_list(n_entries, grid.n_images * tile_rows * tile_cols)
+    return DevicePlan(grid, plan.combine, plan.normalize, np.dtype(plan.dtype), plan.accumulate, n, params,
+                      cupy.empty(1, dtype=cupy.float32), ibox, ends, tiles, cupy.empty(1, dtype=cupy.float64),
+                      n_entries=n_entries, path="tiles" if n_entries else "empty", eval64=True,
+                      rotated=not plan.axis_aligned)
 
 
 def bin_tiles(plan: DevicePlan):
@@ -209,15 +222,6 @@ def bin_tiles(plan: DevicePlan):
     return offsets, kernel_ids
 
 
-def _plan(grid, combine, normalize, dtype, accumulate, n, params, fast, ibox, ends, tile_counts, count_sums,
-          n_entries, path, eval64, rotated, tile_rows, tile_cols):
-    return DevicePlan(grid=grid, combine=combine, normalize=normalize, dtype=dtype, accumulate=bool(accumulate),
-                      n_kernels=n, params=params, fast=fast, ibox=ibox, ends=ends, tile_counts=tile_counts,
-                      count_sums=count_sums,
-                      n_entries=n_entries, path=path, eval64=eval64, rotated=rotated, tile_rows=tile_rows,
-                      tile_cols=tile_cols)
-
-
 def _device_columns(kernels, truncate):
     """The plan kernel's column arguments (x, y, sigma_x, sigma_y, cos, sin, amplitude, image, truncate,
     per_kernel_truncate, truncate_value) and ``trig_given``.
@@ -246,6 +250,23 @@ def _device_columns(kernels, truncate):
     k = kernels
     radius = cupy.asarray(truncate, dtype=cupy.float64) if per_kernel else k.x
     return (k.x, k.y, k.sigma_x, k.sigma_y, k.theta, k.theta, k.amplitude, k.image, radius, int(per_kernel), scalar), 0
+
+
+def _check_tiles(grid):
+    """(tile rows, tile columns) of ``grid``; ``ValueError`` past the int32 tile keys."""
+    tile_rows, tile_cols = -(-grid.height // cuda_sources.TILE), -(-grid.width // cuda_sources.TILE)
+    if grid.n_images * tile_rows * tile_cols >= 2**31:
+        raise ValueError(f"shape = {grid.shape} has {grid.n_images * tile_rows * tile_cols} tiles of "
+                         f"{cuda_sources.TILE}x{cuda_sources.TILE} pixels; the cupy backend takes at most 2**31 - 1")
+    return tile_rows, tile_cols
+
+
+def _check_tile_list(n_entries, n_tiles):
+    """``ValueError`` past int32 offsets, ``MemoryError`` when the tile list cannot fit (before allocating)."""
+    if n_entries >= 2**31:
+        raise ValueError(f"the kernels' boxes meet {n_entries} tiles in all; the cupy backend takes at most "
+                         f"2**31 - 1: render in parts (extent=, or fewer kernels per call)")
+    _check_free_memory(n_entries * ENTRY_BYTES + 4 * (n_tiles + 1), f"a tile list of {n_entries} entries")
 
 
 def _raise_for_error(kernels, grid, combine, normalize, check, k, params, ibox):
