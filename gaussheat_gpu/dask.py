@@ -109,7 +109,7 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
     ------
     ValueError, TypeError
         Bad arguments or (host kernels) bad kernels, as :func:`gaussheat_gpu.render` raises them.
-        Bad kernels in a Dask collection raise when the chunks are computed, naming the partition.
+        Bad kernels in a Dask collection raise when ``render`` is called, naming the partition and index.
     gaussheat_gpu.BackendUnavailable
         The backend cannot run here.
 
@@ -369,8 +369,9 @@ def to_zarr(kernels, shape, store, *, chunks, progress=True, overwrite=False, co
                           compressors=compressors, overwrite=True)
         root.create_array(ZARR_DONE, shape=heat.numblocks, chunks=(1,) * heat.ndim, dtype=bool, fill_value=False,
                           overwrite=True)
-        root.attrs.update({ZARR_RENDER_ATTR: heat.name, "shape": list(heat.shape), "chunks": list(chunk_shape),
-                           "options": {k: v for k, v in options.items() if k != "backend"}})
+        # The render's token names everything that decides its pixels (kernels, shape, chunks, options):
+        # JSON attributes could not hold per-kernel truncates or dtype objects anyway.
+        root.attrs.update({ZARR_RENDER_ATTR: heat.name})
     target, done = root[ZARR_ARRAY], root[ZARR_DONE]
     todo = [tuple(map(int, block)) for block in np.argwhere(~done[...])]
     name = heat.name.replace("render", "write", 1)

@@ -436,3 +436,14 @@ def test_d1_benchmark_cases_run_at_tiny_size():
 def test_chunk_sizes_that_cannot_split_an_axis_are_refused(chunks):
     with pytest.raises(ValueError, match="chunk sizes must be positive"):
         ghd.render(seam_kernels(n=3), (10, 10), chunks=chunks)
+
+
+def test_to_zarr_takes_per_kernel_truncate_and_dtype_objects(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    kernels = seam_kernels(n=20)
+    truncate = np.linspace(1.5, 4.0, len(kernels))
+    ghd.to_zarr(kernels, (30, 30), tmp_path / "map.zarr", chunks=16, progress=False, truncate=truncate,
+                dtype=np.float64, backend="numpy")
+    heat = zarr.open_group(tmp_path / "map.zarr", mode="r")["heatmap"][...]
+    expected = gh.render(kernels, (30, 30), truncate=truncate, dtype="float64", backend="numpy")
+    assert np.abs(heat - expected).max() <= 1e-12 * np.abs(expected).max()
