@@ -41,6 +41,7 @@ BORDERS = ("count", "constant", "reflect")
 _DTYPES = ("float16", "float32", "float64")
 _DLPACK_DEVICE_TYPES = {1: "cpu", 3: "cpu", 2: "cuda", 13: "cuda"}  # kDLCPU, kDLCUDAHost, kDLCUDA, kDLCUDAManaged
 KEYPOINT_TRUNCATE = 3.0  # mmpose's window radius, in sigmas
+CENTER_TRUNCATE = 3.0  # CenterNet's window (2r + 1)^2 with sigma = (2r + 1) / 6
 GROUP_HEADS = 256  # heads per vectorised step of the window sums
 
 
@@ -173,8 +174,8 @@ def _batch(image, n_items, n_images, kind, item):
             raise ValueError("n_images needs image= (the image of each item)")
         return None, None
     image = _same_place(image, kind, "image")
-    if image.ndim == 0:
-        image = xp.full(n_items, int(image))
+    if image.ndim == 0:  # checked as given below: a scalar 1.5 is refused like [1.5, 0]
+        image = xp.broadcast_to(image, (n_items,))
     if image.shape != (n_items,):
         raise ValueError(f"image has shape {tuple(image.shape)}; expected one index per {item}, shape ({n_items},)")
     if image.dtype.kind == "f":
@@ -595,8 +596,9 @@ def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_im
     sigma = (2 * r + 1) / 6
     target = labels.astype(xp.int64) if image is None else image * num_classes + labels
     kernels = Kernels(cx, cy, sigma_x=sigma, image=target)
-    # Half-width r + 1/2 in sigmas: the box is exactly the integer centre +- r, whatever the rounding.
-    return Request(kind, kernels, shape, dict(combine="max", normalize="peak", truncate=(r + 0.5) / sigma))
+    # Half-width r + 1/2 = 3 sigma: the box is exactly the integer centre +- r (3 sigma lies within ulps of
+    # r + 1/2, never near an integer).
+    return Request(kind, kernels, shape, dict(combine="max", normalize="peak", truncate=CENTER_TRUNCATE))
 
 
 def _finite_rows(value, name, columns, layout, item):
