@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._xp import to_host
 from .api import render
 from .kernel_set import FIELDS, Kernels
 from .planning import COMBINES, NORMALIZES
@@ -56,11 +57,12 @@ class InputError(ValueError):
 
 def add_parser(commands):
     """Add the ``render`` sub-command to an ``argparse`` sub-parsers object."""
-    p = commands.add_parser("render", help="render a CSV/JSON/NPY/NPZ table of kernels to PNG, NPY or TIFF",
+    p = commands.add_parser("render", help="render a CSV/JSON/NPY/NPZ table of kernels to PNG, NPY, TIFF or Zarr",
                             description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="kernels: .csv, .json, .npy or .npz")
     p.add_argument("-o", "--output", required=True, action="append",
-                   help="heatmap file: .png, .npy, .tif or .tiff (repeat for several files of one render)")
+                   help=f"heatmap file: {', '.join(OUTPUT_SUFFIXES)} (repeat for several files of one render; "
+                        f".zarr alone, with --chunks)")
     p.add_argument("--shape", help="output shape HxW or BxHxW (default: the pixel grid holding every centre)")
     p.add_argument("--extent", help="x0,x1,y0,y1: coordinates of the first and last pixel centres "
                                     "(--extent=-3,3,-3,3 when the first is negative)")
@@ -100,7 +102,7 @@ def run(args) -> int:
             return _render_zarr(args, outputs, kernels, shape, truncate, extent, start)
         heat = render_with_progress(kernels, shape, args.progress, combine=args.combine, normalize=args.normalize,
                                     truncate=truncate, extent=extent, dtype=args.dtype, backend=args.backend)
-        heat = heat.get() if hasattr(heat, "get") else heat
+        heat = to_host(heat)
         write_atomically(outputs, [lambda path, suffix=o.suffix.lower(): _write(path, suffix, heat, args)
                                    for o in outputs])
     except (InputError, ValueError, TypeError, OSError, ImportError) as exc:
@@ -300,7 +302,7 @@ def render_with_progress(kernels, shape, progress="auto", *, stream=None, **opti
             _bar(stream, 1, 1, 0.0, done=True)
         return heat
     columns = kernels.as_dict()
-    truncate = options.pop("truncate")
+    truncate = options.pop("truncate", 4.0)
     start = time.perf_counter()
     bounds = list(range(0, n, CHUNK_KERNELS)) + [n]
     heat, shown = None, progress == "always"
