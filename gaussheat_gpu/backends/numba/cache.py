@@ -32,7 +32,6 @@ import warnings
 import numba
 from numba.core import caching, config
 
-ENV_VAR = "NUMBA_CACHE_DIR"
 _state = {"location": None, "warned": False}
 
 

@@ -181,11 +181,11 @@ def dense_factors(params, boxes, normalize, col_factors, row_factors):
             col_sum += g
             if g >= peak_col * col_floor:
                 col_factors[k, c] = g / peak_col
-        row_sum = 0.0
-        for r in range(r0, r1 + 1):
-            row_sum += row_factor(p, r, normalize)
         scale = p[P_SCALE] * peak_col
-        if normalize == COUNT:
+        if normalize == COUNT:  # the only mode that needs the row sum
+            row_sum = 0.0
+            for r in range(r0, r1 + 1):
+                row_sum += row_factor(p, r, normalize)
             scale = scale / (col_sum * row_sum)
         row_floor = min(2.0 ** -76, abs(scale * peak_row) * 2.0 ** -40) if float32 else 0.0
         for r in range(r0, r1 + 1):

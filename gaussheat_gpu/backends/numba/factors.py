@@ -19,7 +19,6 @@ from .cache import jit
 
 SUM = COMBINE_CODES["sum"]
 MAX = COMBINE_CODES["max"]
-POR = COMBINE_CODES["por"]
 INTEGRAL = NORMALIZE_CODES["integral"]
 COUNT = NORMALIZE_CODES["count"]
 _SQRT_HALF = math.sqrt(0.5)
