@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 import gaussheat_gpu as gh  # noqa: E402
 from gaussheat_gpu import targets  # noqa: E402
-from gaussheat_gpu.plot import imshow  # noqa: E402
+from gaussheat_gpu.plot import imshow, pixel_edges  # noqa: E402
 
 # A stick figure in a 192x256 (W x H) crop: COCO's 17 keypoints, head to ankles.
 SKELETON = np.array([[96, 40], [102, 34], [90, 34], [110, 38], [82, 38], [122, 70], [70, 70], [134, 108],
@@ -67,7 +67,7 @@ def draw_centernet(plt, path, rng):
     heat = targets.center_heatmaps(boxes, labels, 3, (128, 128), input_size=(512, 512))
     rgb = np.moveaxis(heat, 0, -1)  # class c in colour channel c
     fig, ax = plt.subplots(figsize=(4.2, 4.4))
-    ax.imshow(rgb, extent=(-0.5, 127.5, 127.5, -0.5), interpolation="nearest")
+    ax.imshow(rgb, extent=pixel_edges(heat.shape), interpolation="nearest")
     for (bx1, by1, bx2, by2), c in zip(boxes / 4, labels):
         ax.add_patch(plt.Rectangle((bx1, by1), bx2 - bx1, by2 - by1, fill=False, lw=0.6, color="rgb"[c]))
     ax.set_title("center_heatmaps: 3 classes (one colour each), 128x128;\n"
