@@ -42,7 +42,6 @@ _DTYPES = ("float16", "float32", "float64")
 _DLPACK_DEVICE_TYPES = {1: "cpu", 3: "cpu", 2: "cuda", 13: "cuda"}  # kDLCPU, kDLCUDAHost, kDLCUDA, kDLCUDAManaged
 KEYPOINT_TRUNCATE = 3.0  # mmpose's window radius, in sigmas
 CENTER_TRUNCATE = 3.0  # CenterNet's window (2r + 1)^2 with sigma = (2r + 1) / 6
-GROUP_HEADS = 256  # heads per vectorised step of the window sums
 
 
 # -- arrays in and out ----------------------------------------------------------------------------
@@ -635,7 +634,8 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
     sigma : float, array (N,) or "adaptive"
         Gaussian standard deviation in pixels. ``"adaptive"`` is CSRNet's geometry-adaptive
         kernel: ``beta`` times the mean distance to the ``k`` nearest other heads of the same
-        image (scipy's cKDTree; ``beta=0.3, k=3`` is CSRNet's ``0.1 * (d1 + d2 + d3)``).
+        image (the distances of CSRNet's cKDTree query; ``beta=0.3, k=3`` is CSRNet's
+        ``0.1 * (d1 + d2 + d3)``).
     k : int, default 3
     beta : float, default 0.3
     lone_sigma : float, optional
@@ -677,8 +677,9 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
     ``exp(-d^2 / (2 sigma^2)) / S_x S_y``, the reflected copies at ``-1 - x`` and ``2W - 1 - x``).
     They cannot agree for sub-pixel heads, which a delta image cannot hold: those get the same
     Gaussian sampled around the true centre, normalised over its window. ``"count"`` differs from
-    both only at the borders. The adaptive sigmas are computed on the host (cKDTree): device
-    inputs are copied there for that step.
+    both only at the borders. The adaptive sigmas (the same distances as scipy's cKDTree query)
+    and the window sums of ``"constant"`` and ``"reflect"`` are computed on the host, by compiled
+    code: device inputs are copied there for that step.
 
     Examples
     --------
@@ -810,7 +811,7 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
     >>> adaptive_sigma(np.array([[0.0, 0.0], [3.0, 4.0]]), None, (10, 10), k=3).tolist()
     [1.5, 1.5]
     """
-    from scipy.spatial import cKDTree
+    from .backends.numba.neighbours import mean_nearest_distances
 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k = {k!r} must be an integer >= 1")
@@ -822,17 +823,15 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
     n = points.shape[0]
     if n == 0:
         return np.zeros(0)
-    image = np.zeros(n, dtype=np.int64) if image is None else np.asarray(image, dtype=np.int64)
-    # One tree over all images: each image on its own plane (third coordinate), planes further
-    # apart than any two heads, so neighbours from another image are always farther than the own
-    # image's and are masked out below.
-    span = float(np.ptp(points[:, 0]) + np.ptp(points[:, 1])) + 1.0
-    tree = cKDTree(np.column_stack([points, image * (2.0 * span)]))
-    distances, neighbours = tree.query(tree.data, k=min(k + 1, n))
-    distances, neighbours = distances.reshape(n, -1)[:, 1:], neighbours.reshape(n, -1)[:, 1:]
-    same = image[np.minimum(neighbours, n - 1)] == image[:, None]
-    count = same.sum(axis=1)
-    mean = np.where(same, distances, 0.0).sum(axis=1) / np.maximum(count, 1)
+    if image is None:
+        image, n_present = np.zeros(n, dtype=np.int64), 1
+    else:  # the images that hold heads, numbered 0 .. n_present - 1
+        present, image = np.unique(np.asarray(image, dtype=np.int64), return_inverse=True)
+        n_present = present.size
+    mean, count = np.empty(n), np.empty(n, dtype=np.int64)
+    points = np.asarray(points, dtype=np.float64)
+    mean_nearest_distances(np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1]),
+                           image.astype(np.int64, copy=False), n_present, int(k), mean, count)
     sigma = np.where(count > 0, beta * mean, lone)
     zero = np.flatnonzero(sigma <= 0)
     if zero.size:
@@ -844,22 +843,13 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
 
 def _window_sums(centre, sigma, half, xp):
     """Sum of ``exp(-d^2 / (2 sigma^2))`` over the pixels ``d = p - centre`` of each head's window
-    ``ceil(centre - half) .. floor(centre + half)`` (the render box, unclipped)."""
-    lo = xp.ceil(centre - half)
-    size = xp.floor(centre + half) - lo + 1
-    sums = xp.zeros(centre.shape)
-    scale = -0.5 / (sigma * sigma)
-    # Heads in order of window size, in groups padded to the group's widest window: about as many
-    # exps as window pixels.
-    order = xp.argsort(size)
-    sizes = _to_xp(size[order], np)
-    for start in range(0, order.size, GROUP_HEADS):
-        part = order[start:start + GROUP_HEADS]
-        steps = xp.arange(int(sizes[min(start + GROUP_HEADS, order.size) - 1]), dtype=xp.float64)
-        d = lo[part, None] + steps - centre[part, None]
-        g = xp.exp(d * d * scale[part, None])
-        sums[part] = xp.where(steps < size[part, None], g, 0.0).sum(axis=1)
-    return sums
+    ``ceil(centre - half) .. floor(centre + half)`` (the render box, unclipped), on the host."""
+    from .backends.numba.neighbours import window_sums
+
+    centre, sigma, half = (np.ascontiguousarray(_to_xp(a, np), dtype=np.float64) for a in (centre, sigma, half))
+    sums = np.empty(centre.shape)
+    window_sums(centre, sigma, half, sums)
+    return xp.asarray(sums)
 
 
 def _mirror_positions(centre, half, size, xp):
