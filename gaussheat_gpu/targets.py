@@ -605,8 +605,10 @@ def _finite_rows(value, name, columns, layout, item):
     rows, kind = _adopt(value, name)
     if rows.ndim != 2 or rows.shape[1] != columns:
         raise ValueError(f"{name} must have shape {layout}, got {tuple(rows.shape)}")
-    rows = rows.astype(kind.xp.float64)
-    _first_bad_row(rows, ~kind.xp.isfinite(rows).all(axis=1), kind.xp, "is not finite", name, item)
+    rows = rows.astype(kind.xp.float64, copy=False)
+    finite = kind.xp.isfinite(rows)
+    if not bool(finite.all()):  # (a row-wise reduction of a narrow array costs more than the check)
+        _first_bad_row(rows, ~finite.all(axis=1), kind.xp, "is not finite", name, item)
     return rows, kind
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .cache import jit
 
-CELL_HEADS = 2.0  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
+CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
 WIDE_WINDOW = 2**20  # pixels; wider windows are summed in closed form
 
 
@@ -68,13 +68,15 @@ def mean_nearest_distances(x, y, image, n_images, k, means, counts):
             best[j] = np.inf
         base = image[i] * cells
         cy, cx = (cell_of[i] - base) // nx, (cell_of[i] - base) % nx
-        ring = 0
+        ring = 1
         while True:
             # Ring ``ring`` of cells around the head's: whole rows at its top and bottom, the two
             # end cells of the rows between; each row's cells are one run of the sorted heads.
+            # The first pass takes the 3 x 3 block as three runs (the head's own cell alone seldom
+            # holds its k nearest).
             for gy in range(max(cy - ring, 0), min(cy + ring, ny - 1) + 1):
                 row = base + gy * nx
-                if gy == cy - ring or gy == cy + ring:
+                if ring == 1 or gy == cy - ring or gy == cy + ring:
                     _merge(xs, ys, x[i], y[i], starts[row + max(cx - ring, 0)], starts[row + min(cx + ring, nx - 1) + 1],
                            best)
                 else:
@@ -168,6 +170,14 @@ def window_sums(centre, sigma, half, sums):
         left = min(right - 1.0, last)
         n_right, n_left = int(max(last - right + 1.0, 0.0)), int(max(left - first + 1.0, 0.0))
         g_right, r_right = _walk_start(scale, right - c)
+        if right == c and n_left == n_right - 1:  # a whole-pixel centre: the left walk mirrors the right one
+            total = 0.0
+            for _ in range(n_right):
+                total += g_right
+                g_right *= r_right
+                r_right *= step
+            sums[i] = 2.0 * total - 1.0
+            continue
         g_left, r_left = _walk_start(scale, c - left)
         total_right = total_left = 0.0
         for _ in range(min(n_right, n_left)):
