@@ -804,8 +804,8 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
     Raises
     ------
     ValueError
-        ``k < 1``, ``beta <= 0``, ``lone_sigma <= 0``, or a head whose ``k`` nearest heads all sit
-        at its own position (sigma 0).
+        ``k < 1``, ``beta <= 0``, ``lone_sigma <= 0``, a head whose ``k`` nearest heads all sit
+        at its own position (sigma 0), or one whose distance to them overflows (sigma infinite).
 
     Examples
     --------
@@ -840,6 +840,11 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
         i = int(zero[0])
         raise ValueError(f"point {i} at {points[i].tolist()!r} has its {int(count[i])} nearest heads at distance 0 "
                          f"(duplicate annotations), so its adaptive sigma is 0; remove duplicates or give sigma")
+    far = np.flatnonzero(~np.isfinite(sigma))
+    if far.size:
+        i = int(far[0])
+        raise ValueError(f"point {i} at {points[i].tolist()!r} is too far from its nearest heads: the distance "
+                         f"overflows float64, so its adaptive sigma is infinite; give sigma")
     return sigma
 
 
@@ -867,9 +872,16 @@ def _mirror_positions(centre, half, size, xp):
         Which head each copy belongs to.
     position : float array
     """
-    periods = int(xp.max(half) + xp.max(xp.abs(centre))) // (2 * size) + 2
-    shifts = 2.0 * size * xp.arange(-periods, periods + 1)
-    candidates = xp.concatenate([centre[:, None] + shifts, -1.0 - centre[:, None] + shifts], axis=1)
+    period = 2.0 * size
+    bases = []
+    for base in (centre, -1.0 - centre):
+        # The periods j whose copy may reach the axis, from one before the first to one after the last.
+        first = xp.floor((-half - base) / period) - 1.0
+        count = xp.floor((size - 1.0 + half - base) / period) + 2.0 - first
+        bases.append((base, first, int(xp.max(count))))
+    width = max(n for _, _, n in bases)
+    steps = xp.arange(width, dtype=xp.float64)
+    candidates = xp.concatenate([base[:, None] + period * (first[:, None] + steps) for base, first, _ in bases], axis=1)
     keep = (xp.floor(candidates + half[:, None]) >= 0) & (xp.ceil(candidates - half[:, None]) <= size - 1)
     head, column = xp.nonzero(keep)
     return head, candidates[head, column]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
 from gaussheat_gpu.backends.numba.neighbours import WIDE_WINDOW, mean_nearest_distances, window_sums
-from gaussheat_gpu.targets import adaptive_sigma
+from gaussheat_gpu.targets import adaptive_sigma, density_map
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,21 @@ def test_nearest_distances_equal_brute_force(rows, k, on_pixels):
     expected_means, expected_counts = brute_force_means(points, image, k)
     np.testing.assert_array_equal(counts, expected_counts)
     np.testing.assert_allclose(means, expected_means, rtol=1e-13, atol=1e-300)
+
+
+def test_coordinates_whose_squares_overflow_are_searched_whole():
+    """Spans past 1e154 overflow the cell size: one cell holds every head (a crash before), and
+    distances whose squares overflow are infinite, as a k-d tree's are; adaptive_sigma then refuses
+    the infinite sigma, naming the point."""
+    for points in ([[1e155, 0.0], [0.0, 1e155], [5.0, 5.0]], [[1e300, 1.0], [-1e300, 2.0], [3.0, 4.0], [3.0, 8.0]],
+                   [[1e308, 1.0], [-1e308, 2.0]]):
+        points = np.array(points)
+        means, counts = compiled_means(points, np.zeros(len(points), dtype=np.int64), 2)
+        distances, _ = cKDTree(points).query(points, k=3)
+        np.testing.assert_array_equal(counts, np.full(len(points), min(2, len(points) - 1)))
+        np.testing.assert_allclose(means, distances[:, 1:].mean(axis=1), rtol=1e-13)
+    with pytest.raises(ValueError, match=r"point 0 at \[1e\+300, 1.0\] is too far .* sigma is infinite"):
+        density_map(np.array([[1e300, 1.0], [-1e300, 2.0]]), (8, 8), sigma="adaptive", backend="numpy")
 
 
 @pytest.mark.parametrize("layout", ["uniform", "clustered", "line", "one-spot", "two-scales"])

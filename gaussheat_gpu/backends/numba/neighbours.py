@@ -48,8 +48,9 @@ def mean_nearest_distances(x, y, image, n_images, k, means, counts):
     cell_of = np.empty(n, dtype=np.int64)
     starts = np.zeros(n_images * cells + 1, dtype=np.int64)
     for i in range(n):
-        cx = min(int((x[i] - x0) / cell), nx - 1)
-        cy = min(int((y[i] - y0) / cell), ny - 1)
+        # (with one cell the quotient may pass int64's range: spans past 1e154 take that branch)
+        cx = min(int((x[i] - x0) / cell), nx - 1) if nx > 1 else 0
+        cy = min(int((y[i] - y0) / cell), ny - 1) if ny > 1 else 0
         cell_of[i] = image[i] * cells + cy * nx + cx
         starts[cell_of[i] + 1] += 1
     for c in range(n_images * cells):
@@ -100,11 +101,11 @@ def mean_nearest_distances(x, y, image, n_images, k, means, counts):
             if best[k] <= reach * reach:
                 break
             ring += 1
-        total, found = 0.0, 0
-        for j in range(1, k + 1):
-            if best[j] < np.inf:
-                total += math.sqrt(best[j])
-                found += 1
+        # (a distance whose square overflows is infinite, as in a k-d tree: the mean is too)
+        found = min(k, starts[base + cells] - starts[base] - 1)
+        total = 0.0
+        for j in range(1, found + 1):
+            total += math.sqrt(best[j])
         means[i] = total / max(found, 1)
         counts[i] = found
 
