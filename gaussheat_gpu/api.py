@@ -145,7 +145,7 @@ def _check_memory(module, grid, dtype, needed, exact=None):
     if needed > free and exact is not None:
         needed = exact()
     if needed > free:
-        name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+        name = backends.name_of(module)
         raise MemoryError(
             f"rendering shape {grid.shape} in {dtype.name} needs {needed / 2**30:.2f} GiB (output, plan and scratch), "
             f"but only {free / 2**30:.2f} GiB is available to the {name} backend; render in tiles with extent=, "
@@ -199,7 +199,7 @@ def _dtype_text(dtype):
 
 
 def _check_out(out, shape, dtype, module):
-    name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+    name = backends.name_of(module)
     if not isinstance(out, module.xp.ndarray) or isinstance(out, (np.matrix, np.ma.MaskedArray)):
         raise TypeError(f"out must be a {module.xp.__name__}.ndarray for the {name} backend, got {type(out).__module__}.{type(out).__name__}")
     if tuple(out.shape) != shape:

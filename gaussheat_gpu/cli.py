@@ -181,7 +181,7 @@ def run_info() -> int:
         reason = backends.unavailable_reason(name)
         print(f"  {name:<8}{'available' if reason is None else 'unavailable: ' + reason}")
     try:
-        auto = backends.get("auto").__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+        auto = backends.name_of(backends.get("auto"))
     except (ValueError, TypeError, backends.BackendUnavailable) as exc:
         auto, status = f"error: {_one_line(exc)}", exc
     else:

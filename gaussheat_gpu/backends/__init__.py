@@ -65,6 +65,11 @@ def names() -> tuple[str, ...]:
     return tuple(_MODULES)
 
 
+def name_of(module) -> str:
+    """The registry name of a backend module (``"numba"`` for ``gaussheat_gpu.backends.numba``)."""
+    return next(name for name, path in _MODULES.items() if path == module.__name__)
+
+
 def _load(name: str):
     if name == "numba" and _threading.FORKED and _threading.fork_unsafe_reason():
         # A child forked after the parent ran GNU OpenMP threads would abort in Numba's parallel code.
