@@ -50,7 +50,8 @@ COMPILED_SCRIPT = """
         gh.render(k, (30, 40), backend="numba")
     functions = dict(separable=bands.set_pair_rows, prepare_separable=bands.prepare_separable,
                      rotated=rotated.prepare_rotated, dense=dense.dense_factors, chunks=planning.plan_chunks,
-                     bands=tiles.render_bands, rows=planning.plan_rows)
+                     bands=tiles.render_bands, range=tiles.render_range, rows=planning.plan_rows,
+                     task=planning.plan_task)
     print(json.dumps({{name: len(f.signatures) for name, f in functions.items()}}))
 """
 
@@ -58,14 +59,18 @@ COMPILED_SCRIPT = """
 @pytest.mark.parametrize("case", ["axis", "rotated"])
 def test_a_call_compiles_only_its_path(tmp_path, case):
     # The seed (axis-aligned kernels) never compiles the rotated visits, nor rotated kernels the
-    # separable rows; neither compiles the dense product or the parallel planner.
+    # separable rows; neither compiles the dense product or the parallel planner. The seed's 8 bands
+    # compile the parallel loops that call the renderer; a 1-band output is rendered by the renderer
+    # alone.
     result = run_python(COMPILED_SCRIPT.format(case=case), env=fresh_env(tmp_path))
     counts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert counts["bands"] == 1 and counts["rows"] == 1
-    assert counts["dense"] == 0 and counts["chunks"] == 0
+    assert counts["range"] == 1 and counts["rows"] == 1
+    assert counts["dense"] == 0 and counts["chunks"] == 0 and counts["task"] == 0
     if case == "axis":
+        assert counts["bands"] == 1
         assert counts["separable"] == 1 and counts["prepare_separable"] == 1 and counts["rotated"] == 0
     else:
+        assert counts["bands"] == 0
         assert counts["rotated"] == 1 and counts["separable"] == 0 and counts["prepare_separable"] == 0
 
 
@@ -112,8 +117,8 @@ FIRST_CALL_SCRIPT = """
     from gaussheat_gpu.backends.numba import cache, tiles
     k = gh.Kernels(x=[20.0], y=[12.0], sigma_x=[3.0], sigma_y=[2.0])
     gh.render(k, (30, 40), backend="numba")
-    print(json.dumps(dict(location=cache.location(), hits=sum(tiles.render_bands.stats.cache_hits.values()),
-                          misses=sum(tiles.render_bands.stats.cache_misses.values()))))
+    print(json.dumps(dict(location=cache.location(), hits=sum(tiles.render_range.stats.cache_hits.values()),
+                          misses=sum(tiles.render_range.stats.cache_misses.values()))))
 """
 
 
@@ -160,7 +165,7 @@ def test_read_only_install_falls_back_to_the_temporary_folder(tmp_path):
 LOCATION_SCRIPT = """
 import json
 from gaussheat_gpu.backends.numba import cache, tiles
-print(json.dumps(dict(location=cache.location(), entries=len(cache.valid_entries(tiles.render_bands)))))
+print(json.dumps(dict(location=cache.location(), entries=len(cache.valid_entries(tiles.render_range)))))
 """
 
 
@@ -228,8 +233,8 @@ def test_info_reports_the_paths_a_render_cached(tmp_path):
     env = fresh_env(tmp_path)
     run_python("""
         import gaussheat_gpu as gh
-        gh.render(gh.Kernels(x=[20.0], y=[12.0], sigma_x=[3.0], sigma_y=[2.0]), (30, 40), backend="numba")
-    """, env=env)
+        gh.render(gh.Kernels(x=[20.0], y=[12.0], sigma_x=[3.0], sigma_y=[2.0]), (300, 40), backend="numba")
+    """, env=env)  # 5 bands: the renderer and its parallel loops
     script = """
         import json
         from gaussheat_gpu.backends.numba import warmup

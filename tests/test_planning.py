@@ -20,6 +20,7 @@ from gaussheat_gpu.planning import make_grid, make_plan
 from strategies import render_cases
 
 pytest.importorskip("numba")
+from gaussheat_gpu.backends.numba import calls  # noqa: E402
 from gaussheat_gpu.backends.numba import planning as numba_planning  # noqa: E402
 
 
@@ -134,16 +135,18 @@ def test_compiled_loop_runs_as_python_too(monkeypatch):
     inputs = (columns, kernels.image, kernels.theta, trig, numba_planning.LIBM_TRIG)
     setup = ((grid.x0, grid.dx, grid.y0, grid.dy), (2, 30, 50), (2.5, np.empty(0)), planning.NORMALIZE_CODES["count"])
     monkeypatch.setattr(numba_planning, "CHUNK", 7)
-    # Their callees as Python too: compiled without a Python wrapper, they cannot be called from Python.
-    for name in ("plan_chunk", "_tables_for"):
+    # Their callees as Python too: compiled without a Python wrapper, they cannot be called from Python
+    # (nor by address: the parallel pass is given the Python function and calls it).
+    for name in ("plan_chunk", "_tables_for", "_chunk_results"):
         monkeypatch.setattr(numba_planning, name, getattr(numba_planning, name).py_func)
+    monkeypatch.setattr(numba_planning, "call_address", calls.call_address_python)
     for run in (numba_planning.plan_chunk, numba_planning.plan_chunks.py_func):
         tables = (np.empty((50, 10)), np.empty((50, 5), np.int64), np.empty(50, np.int64))
         if run is numba_planning.plan_chunk:
             kept, checks, any_rotated = run(inputs, setup, tables, 0, 50)
             tables = tuple(table[:kept] for table in tables)
         else:
-            tables, checks, any_rotated = run(inputs, setup, tables)
+            tables, checks, any_rotated = run(numba_planning.plan_task.py_func, inputs, setup, tables)
         assert 0 < tables[0].shape[0] < 50
         for table, expected in zip(tables, (compiled.params, compiled.boxes, compiled.kernel_index)):
             np.testing.assert_array_equal(table, expected, strict=True)

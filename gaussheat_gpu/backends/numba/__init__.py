@@ -31,7 +31,7 @@ import numpy as np
 from ..._workspace import Workspace
 from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, COMBINE_CODES, NORMALIZE_CODES, P_B
 from .. import host_free_memory as free_memory  # noqa: F401  (backend interface)
-from . import dense, tiles
+from . import calls, dense, tiles
 from .planning import WORKSPACE_MIN_KERNELS
 
 xp = np
@@ -50,6 +50,8 @@ BAND_HEIGHTS = (256, 128)
 BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer than SMALL_ROWS rows
 SMALL_ROWS = 1024
 MAX_IMBALANCE = 1.1  # most work a thread may get, relative to an even split of the tiles
+SERIAL_TILES = 2  # outputs of at most this many bands render on the calling thread
+PARALLEL_KERNELS = 256  # fewer kernels are prepared as one task
 
 
 def unavailable_reason():
@@ -97,10 +99,14 @@ def render(plan, out):
         column_factors = np.empty(col_offsets[-1], dtype=out.dtype)
         info = np.empty((n_kernels, tiles.INFO_COLUMNS), dtype=np.float64)
     # Which specialisation: True or None for "has axis-aligned kernels" and "has rotated ones".
-    tiles.render_bands(plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
-                       band_height, combine, normalize, plan.accumulate, True if col_offsets[-1] else None,
-                       None if plan.axis_aligned else True)
-
+    args = (plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height,
+            combine, normalize, plan.accumulate, True if col_offsets[-1] else None,
+            None if plan.axis_aligned else True)
+    if offsets.size - 1 <= SERIAL_TILES:
+        tiles.render_range(0, n_kernels, 0, offsets.size - 1, *args)
+        return
+    chunk = n_kernels if n_kernels < PARALLEL_KERNELS else -(-n_kernels // numba.get_num_threads())
+    tiles.render_bands(calls.address(tiles.render_range, (0, 0, 0, 0, *args)), chunk, *args)
 
 def _band_height(n_images, height):
     """Rows per band: the tallest of ``BAND_HEIGHTS`` that gives every Numba thread a tile and no

@@ -26,7 +26,9 @@ from numba.extending import register_jitable
 from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, NORMALIZE_CODES, P_A, P_B,
                         P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL, P_SIGMA_ROW, _geometry,
                         _Tables, kernel_coefficients, por_peak_is_bad, support_range)
+from . import calls
 from .cache import jit
+from .calls import call_address
 
 for _formula in (kernel_coefficients, support_range, por_peak_is_bad):
     register_jitable(_formula)
@@ -92,8 +94,11 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
         tables = (workspace.empty("params", (n, N_PARAMS), np.float64),
                   workspace.empty("boxes", (n, N_BOX), np.int64),
                   workspace.empty("kernel_index", (n,), np.int64))
-    (params, boxes, kernel_index), checks, any_rotated = (plan_rows if n <= CHUNK else plan_chunks)(
-        inputs, setup, tables)
+    if n <= CHUNK:
+        (params, boxes, kernel_index), checks, any_rotated = plan_rows(inputs, setup, tables)
+    else:
+        task = calls.address(plan_task, (inputs, setup, _NO_TABLES, 0, *_NO_RESULTS))
+        (params, boxes, kernel_index), checks, any_rotated = plan_chunks(task, inputs, setup, tables)
     return _Tables(params, boxes, kernel_index, not any_rotated, *checks)
 
 
@@ -102,6 +107,7 @@ _NO_TRUNCATES = np.empty(0)
 # Tables too small to hold a plan: the loop then allocates its own (cheaper than three np.empty
 # calls and three slices here, 1 us of W1's 40).
 _NO_TABLES = (np.empty((0, N_PARAMS)), np.empty((0, N_BOX), dtype=np.int64), np.empty(0, dtype=np.int64))
+_NO_RESULTS = (np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.bool_))  # their types
 
 
 @jit
@@ -178,9 +184,26 @@ def plan_chunk(inputs, setup, tables, lo, hi):
     return row - lo, (first_bad_image, first_rotated, first_bad_por), any_rotated
 
 
+@jit(entry=True)
+def plan_task(inputs, setup, tables, chunk, kept, firsts, rotated):
+    """:func:`plan_chunk` of the ``chunk``-th ``CHUNK`` kernels, its results stored at ``[chunk]`` of
+    ``kept``, ``firsts`` and ``rotated``: what :func:`plan_chunks` calls by address. Returns 0."""
+    lo = chunk * CHUNK
+    count, checks, any_rotated = plan_chunk(inputs, setup, tables, lo, min(inputs[2].size, lo + CHUNK))
+    kept[chunk] = count
+    firsts[chunk, 0], firsts[chunk, 1], firsts[chunk, 2] = checks
+    rotated[chunk] = any_rotated
+    return 0
+
+
 @jit(entry=True, parallel=True)
-def plan_chunks(inputs, setup, tables):
-    """:func:`plan_chunk` over chunks of ``CHUNK`` kernels in parallel, then the kept rows packed."""
+def plan_chunks(address, inputs, setup, tables):
+    """:func:`plan_task` at ``address`` (:func:`.calls.address`) over chunks of ``CHUNK`` kernels in
+    parallel, then the kept rows packed.
+
+    The parallel loop holds a call by address, not the planner's code (which it would compile three
+    times more).
+    """
     # A prange body cannot take tuples holding arrays or tuples: their items travel one by one and
     # are packed again inside.
     (x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source = inputs
@@ -188,19 +211,12 @@ def plan_chunks(inputs, setup, tables):
     n = theta.size
     params, boxes, kernel_index = _tables_for(tables, n)
     n_chunks = (n + CHUNK - 1) // CHUNK
-    kept = np.empty(n_chunks, dtype=np.int64)
-    firsts = np.empty((n_chunks, 3), dtype=np.int64)
-    rotated = np.empty(n_chunks, dtype=np.bool_)
+    kept, firsts, rotated = _chunk_results(n_chunks)
     for chunk in prange(n_chunks):
-        lo = chunk * CHUNK
-        count, checks, any_rotated = plan_chunk(
+        call_address(address, (
             ((x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source),
             ((x0, dx, y0, dy), (n_images, height, width), (truncate, truncates), normalize_code),
-            (params, boxes, kernel_index),
-            lo, min(n, lo + CHUNK))
-        kept[chunk] = count
-        firsts[chunk, 0], firsts[chunk, 1], firsts[chunk, 2] = checks
-        rotated[chunk] = any_rotated
+            (params, boxes, kernel_index), np.int64(chunk), kept, firsts, rotated))
     total = 0
     for chunk in range(n_chunks):
         lo = chunk * CHUNK
@@ -219,6 +235,13 @@ def plan_chunks(inputs, setup, tables):
                 checks[j] = firsts[chunk, j]
                 break
     return (params[:total], boxes[:total], kernel_index[:total]), (checks[0], checks[1], checks[2]), rotated.any()
+
+
+@jit
+def _chunk_results(n_chunks):
+    """Where :func:`plan_task` stores each chunk's results (``kept``, ``firsts``, ``rotated``)."""
+    return (np.empty(n_chunks, dtype=np.int64), np.empty((n_chunks, 3), dtype=np.int64),
+            np.empty(n_chunks, dtype=np.bool_))
 
 
 @functools.cache

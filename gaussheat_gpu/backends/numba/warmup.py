@@ -38,10 +38,12 @@ def _wide(rng):
 
 
 # Path name -> (kernels(rng), shape, render options). Together they compile every entry point.
+# The band paths' outputs have more than numba.SERIAL_TILES bands, so that they compile the parallel
+# loops too (the renderer alone renders smaller ones).
 PATHS = {
-    "bands, axis-aligned kernels": (lambda rng: _kernels(4, 40, 30, 0.0, rng), (30, 40), {}),
-    "bands, rotated kernels": (lambda rng: _kernels(4, 40, 30, 1.0, rng), (30, 40), {}),
-    "bands, both kinds": (_mixed, (30, 40), {}),
+    "bands, axis-aligned kernels": (lambda rng: _kernels(4, 40, 300, 0.0, rng), (300, 40), {}),
+    "bands, rotated kernels": (lambda rng: _kernels(4, 40, 300, 1.0, rng), (300, 40), {}),
+    "bands, both kinds": (_mixed, (300, 40), {}),
     "dense product": (_wide, (1024, 1024), {"truncate": None}),
     "planner, parallel chunks": (lambda rng: _kernels(planning.CHUNK + 1, 64, 64, 1.0, rng), (64, 64), {}),
 }
@@ -97,9 +99,11 @@ def cache_status():
     status = {}
     for dtype in DTYPES:
         def bands(axis, rotated, dtype=dtype):
-            return binning and has(tiles.render_bands, lambda sig: (sig[7].dtype.name == dtype
-                                                                    and _is_none(sig[12]) != axis
-                                                                    and _is_none(sig[13]) != rotated))
+            # The renderer and its parallel loops: each takes (..., images, band_height, combine,
+            # normalize, accumulate, axis, rotated) last.
+            def fits(sig):
+                return sig[-7].dtype.name == dtype and _is_none(sig[-2]) != axis and _is_none(sig[-1]) != rotated
+            return binning and has(tiles.render_range, fits) and has(tiles.render_bands, fits)
 
         status["bands, axis-aligned kernels", dtype] = bands(True, False)
         status["bands, rotated kernels", dtype] = bands(False, True) and has(planning._libm_cos_sin)
@@ -107,9 +111,8 @@ def cache_status():
         status["dense product", dtype] = planner and all(
             has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
             for function, at in ((dense.dense_factors, 3), (dense._dense_pack, 0), (dense._dense_panels, 2)))
-        status["planner, parallel chunks", dtype] = has(planning.plan_chunks)
+        status["planner, parallel chunks", dtype] = has(planning.plan_chunks) and has(planning.plan_task)
     return status
-
 
 def _is_none(numba_type):
     return str(numba_type) == "none"

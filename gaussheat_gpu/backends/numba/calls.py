@@ -1,0 +1,95 @@
+"""Calling a compiled function by its address, so that a caller does not compile it again.
+
+Numba copies the code of every function a compiled function calls into the caller's own module
+and optimises it there once more. A parallel loop copies it three times (its outlined body, the
+body's wrapper and the function holding the loop). The band renderer's code would be compiled
+four times for one parallel call; called by address, it is compiled once (:func:`address` looks
+it up), and the parallel loop that calls it is small.
+
+:func:`call_address` calls the C entry point Numba gives each ``entry=True`` function (its
+``cfunc`` wrapper: arguments by value, in Numba's data model, and the return value). The caller
+must pass exactly the argument types the address was compiled for: :func:`address` compiles (or
+loads from the cache) the overload for the very arguments it is given and remembers it under
+their Numba dispatch fingerprints. An exception raised behind an address is printed, not raised
+(as in a parallel loop); the functions called so do not raise.
+
+With ``NUMBA_DISABLE_JIT=1``, :func:`address` returns the Python function itself and
+:func:`call_address` calls it, so that the loops that call by address run as plain Python too.
+"""
+
+from __future__ import annotations
+
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import config
+from numba.extending import intrinsic
+
+try:
+    from numba._dispatcher import compute_fingerprint as _fingerprint
+except ImportError:  # not in this Numba: its public (slower) typeof
+    _fingerprint = numba.typeof
+
+_addresses = {}
+
+
+def address(dispatcher, args):
+    """The address of ``dispatcher``'s C entry point compiled for ``args`` (compiled, or loaded from
+    the cache, on first use); the Python function itself when JIT compilation is disabled.
+
+    Parameters
+    ----------
+    dispatcher : numba dispatcher
+        An ``entry=True`` function of this backend (it has a C entry point).
+    args : tuple
+        Arguments of the calls that will be made by address: arrays, integers, booleans, ``None``.
+
+    Returns
+    -------
+    int or callable
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gaussheat_gpu.backends.numba.planning import _libm_cos_sin
+    >>> found = address(_libm_cos_sin, (np.zeros(3),))
+    >>> found == address(_libm_cos_sin, (np.ones(5),))  # the same types: the same code
+    True
+    """
+    if config.DISABLE_JIT:
+        return dispatcher
+    key = (dispatcher, *[_fingerprint(arg) for arg in args])
+    found = _addresses.get(key)
+    if found is None:
+        signature = tuple(numba.typeof(arg) for arg in args)
+        result = dispatcher.overloads.get(signature)
+        if result is None:
+            dispatcher.compile(signature)
+            result = dispatcher.overloads[signature]
+        found = result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name)
+        _addresses[key] = found
+    return found
+
+
+def call_address_python(address, args):
+    return address(*args)
+
+
+@intrinsic
+def _call_address(typingctx, address, args):
+    result = types.int64
+
+    def codegen(context, builder, signature, llargs):
+        pointer, packed = llargs
+        arg_types = signature.args[1].types
+        values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
+        function_type = ir.FunctionType(context.get_value_type(result), [context.get_value_type(t) for t in arg_types])
+        function = builder.inttoptr(pointer, function_type.as_pointer())
+        return builder.call(function, values)
+
+    return result(address, args), codegen
+
+
+# ``call_address(address, args)``: the function at ``address`` (from :func:`address`) applied to the
+# tuple ``args``; it must return an int64.
+call_address = call_address_python if config.DISABLE_JIT else _call_address
