@@ -106,7 +106,10 @@ def render(plan, out):
         tiles.render_range(0, n_kernels, 0, offsets.size - 1, *args)
         return
     chunk = n_kernels if n_kernels < PARALLEL_KERNELS else -(-n_kernels // numba.get_num_threads())
-    tiles.render_bands(calls.address(tiles.render_range, (0, 0, 0, 0, *args)), chunk, *args)
+    # The other arguments' types follow from these (the rest are this function's arrays and ints).
+    varying = (plan.params, plan.boxes, images, args[-2], args[-1])
+    tiles.render_bands(calls.address(tiles.render_range, (0, 0, 0, 0, *args), varying), chunk, *args)
+
 
 def _band_height(n_images, height):
     """Rows per band: the tallest of ``BAND_HEIGHTS`` that gives every Numba thread a tile and no

@@ -33,7 +33,7 @@ except ImportError:  # not in this Numba: its public (slower) typeof
 _addresses = {}
 
 
-def address(dispatcher, args):
+def address(dispatcher, args, varying=None):
     """The address of ``dispatcher``'s C entry point compiled for ``args`` (compiled, or loaded from
     the cache, on first use); the Python function itself when JIT compilation is disabled.
 
@@ -43,6 +43,9 @@ def address(dispatcher, args):
         An ``entry=True`` function of this backend (it has a C entry point).
     args : tuple
         Arguments of the calls that will be made by address: arrays, integers, booleans, ``None``.
+    varying : tuple, optional
+        The arguments whose Numba types may differ from one call to another (default: all of them):
+        a caller whose other arguments always have the same types saves their look-up (~0.1 us each).
 
     Returns
     -------
@@ -58,7 +61,7 @@ def address(dispatcher, args):
     """
     if config.DISABLE_JIT:
         return dispatcher
-    key = (dispatcher, *[_fingerprint(arg) for arg in args])
+    key = (dispatcher, *[_fingerprint(arg) for arg in (args if varying is None else varying)])
     found = _addresses.get(key)
     if found is None:
         signature = tuple(numba.typeof(arg) for arg in args)

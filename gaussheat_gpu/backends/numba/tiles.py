@@ -44,7 +44,9 @@ def bin_kernels(boxes, params, n_images, height, band_height):
     n_kernels = boxes.shape[0]
     n_bands = (height + band_height - 1) // band_height
     n_tiles = n_images * n_bands
-    counts = np.zeros(n_tiles + 1, dtype=np.int64)
+    counts = np.empty(n_tiles + 1, dtype=np.int64)  # np.zeros would be one more function to compile
+    for t in range(n_tiles + 1):
+        counts[t] = 0
     col_offsets = np.empty(n_kernels + 1, dtype=np.int64)
     # Each kernel's first and last tile, kept for the second pass: reading the boxes again cost
     # a third of the function (W6: 1.29 -> 0.90 ms; as int64, 1.71 ms).
@@ -120,7 +122,8 @@ def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes
         if rotated is not None:
             column = np.empty(width)  # scratch of rotated_block
             down = np.empty(width)
-            spare = np.zeros(width, dtype=image.dtype)  # the odd last row of a rotated visit
+            spare = np.empty(width, dtype=image.dtype)  # the odd last row of a rotated visit
+            zero_row(spare)
         for j in range(2 if paired else 0, band_kernels.size):
             k = band_kernels[j]
             r_first = max(boxes[k, B_ROW0], band_first)
@@ -172,103 +175,3 @@ def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_
                 ranges = (np.int64(0), np.int64(0), first, first + 1)
             call_address(address, (*ranges, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info,
                                    images, band_height, combine, normalize, accumulate, axis, rotated))
-
-
-@jit(entry=True)
-def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes, offsets, kernel_ids, col_offsets,
-                 column_factors, info, images, band_height, combine, normalize, accumulate, axis, rotated):
-    """Prepare kernels ``first_kernel..last_kernel - 1``, then render (image, band) tiles
-    ``first_tile..last_tile - 1``; see the module docstring. Returns 0.
-
-    The one function of a band render that holds its code: :func:`render_bands` calls it by address
-    from its parallel loops (:mod:`.calls`), and a small output calls it for everything at once.
-    Numba drops the code under ``if x is not None`` where x is None, but compiles both sides of a
-    test on an argument that is not None: so each kind's code sits under its own argument.
-    """
-    n_images, height, width = images.shape
-    n_bands = (height + band_height - 1) // band_height
-    tiny = np.finfo(images.dtype).tiny  # smallest normal number of the output dtype
-    for k in range(first_kernel, last_kernel):
-        if axis is not None:
-            if rotated is None or params[k, P_B] == 0.0:
-                prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info)
-        if rotated is not None:
-            if axis is None or params[k, P_B] != 0.0:
-                prepare_rotated(params, boxes, k, normalize, info, tiny)
-    for tile in range(first_tile, last_tile):
-        # Rows band_first..band_last of one image: zeroed unless accumulating, then every kernel of
-        # the band's list combined in.
-        image = images[tile // n_bands]
-        band_first = (tile % n_bands) * band_height
-        band_last = min(height, band_first + band_height) - 1
-        band_kernels = kernel_ids[offsets[tile]:offsets[tile + 1]]
-        # Unless accumulating, a band whose first kernel is axis-aligned and spans all its rows is
-        # written by that kernel (combine(0, v), zeros around it) in one pass, not zeroed and then
-        # combined: one pass over the rows less (W1: every band). When the second kernel qualifies
-        # too, both are written in one pass (W1: a third less work).
-        overwrite = paired = False
-        if axis is not None:
-            if not accumulate and band_kernels.size > 0:
-                overwrite = spans_band(params, boxes, info, band_kernels[0], band_first, band_last)
-                paired = overwrite and band_kernels.size > 1 and spans_band(params, boxes, info, band_kernels[1],
-                                                                          band_first, band_last)
-            if paired:
-                set_pair_rows(image, params, boxes, band_kernels[0], band_kernels[1], col_offsets, column_factors, info,
-                              band_first, band_last, combine, normalize, tiny)
-        if not accumulate and not overwrite:
-            for r in range(band_first, band_last + 1):
-                zero_row(image[r])
-        if rotated is not None:
-            column = np.empty(width)  # scratch of rotated_block
-            down = np.empty(width)
-            spare = np.zeros(width, dtype=image.dtype)  # the odd last row of a rotated visit
-        for j in range(2 if paired else 0, band_kernels.size):
-            k = band_kernels[j]
-            r_first = max(boxes[k, B_ROW0], band_first)
-            r_last = min(boxes[k, B_ROW1], band_last)
-            if rotated is None:
-                separable = True
-            elif axis is None:
-                separable = False
-            else:
-                separable = params[k, P_B] == 0.0
-            # Each kind's code once, and only in the specialisations that have it.
-            if separable:
-                if axis is not None:
-                    separable_kernel(image, params, boxes, k, col_offsets, column_factors, info, r_first, r_last,
-                                     combine, normalize, tiny, overwrite and j == 0)
-            elif rotated is not None:
-                # Written here, not in a function of its own: passing the arrays to a call cost W6 ~25%
-                # (their reference counts are updated on every call).
-                p = kernel_params(params, k)
-                c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
-                if info[k, 1] > 0.0:  # the recurrences are safe
-                    rotated_block(image, p, r_first, r_last, c0, c1, info[k, 0], (info[k, 2], info[k, 3], info[k, 4]),
-                                  combine, info[k, 1], column, down, spare)
-                else:
-                    for r in range(r_first, r_last + 1):
-                        combine_exact_row(image[r], p, r, c0, c1, info[k, 0], combine, -info[k, 1])
-    return 0
-
-
-@jit(entry=True, parallel=True)
-def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
-                 band_height, combine, normalize, accumulate, axis, rotated):
-    """:func:`render_range` at ``address`` (:func:`.calls.address`) in parallel: every kernel prepared
-    (chunks of ``kernel_chunk`` kernels a task), then every (image, band) tile rendered (one a task).
-
-    The loops hold a call only, so they compile in a fraction of a second whatever the renderer
-    holds; a tile or a chunk costs one call. Its loop indices are unsigned inside the parallel
-    body, and cast to the int64 ``render_range`` was compiled for.
-    """
-    n_kernels = params.shape[0]
-    for task in prange((n_kernels + kernel_chunk - 1) // kernel_chunk):
-        lo = np.int64(task) * kernel_chunk
-        call_address(address, (lo, min(n_kernels, lo + kernel_chunk), np.int64(0), np.int64(0), params, boxes,
-                               offsets, kernel_ids, col_offsets, column_factors, info, images, band_height, combine,
-                               normalize, accumulate, axis, rotated))
-    for tile in prange(offsets.size - 1):
-        first = np.int64(tile)
-        call_address(address, (np.int64(0), np.int64(0), first, first + 1, params, boxes, offsets, kernel_ids,
-                               col_offsets, column_factors, info, images, band_height, combine, normalize,
-                               accumulate, axis, rotated))
