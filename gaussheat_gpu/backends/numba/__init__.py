@@ -9,6 +9,7 @@ file               job
                    one serial loop, or parallel chunks past ``planning.CHUNK`` kernels
 ``tiles.py``       kernels binned per row band, prepared once, every band rendered in parallel;
                    specialised for plans of axis-aligned kernels, rotated ones, or both
+``calls.py``       calling a compiled function by address from a parallel loop (compiled once)
 ``bands.py``       axis-aligned kernels: separable rows, one ``exp`` per row
 ``rotated.py``     rotated kernels: recurrences, two multiplies a pixel
 ``dense.py``       a sum of few axis-aligned kernels covering a large image: one rank-K product
@@ -20,7 +21,11 @@ file               job
 Modes (combine, normalize, accumulate) are run-time switches inside each compiled function; the
 output dtype (float32 or float64) is a type, so each path has one specialisation per dtype. A
 first call in a process with an empty cache therefore compiles the planner's serial loop, the
-binning and one band specialisation (or the dense product), not the whole backend.
+binning and one band specialisation (or the dense product), not the whole backend; an output of
+more than ``SERIAL_TILES`` bands also compiles the small parallel loop that calls the band
+renderer by address (:mod:`.calls`). Numba copies a called function's code into its caller and
+compiles it there again, three times more inside a parallel loop; called by address, the band
+renderer and the parallel planner's chunk are compiled once.
 """
 
 from __future__ import annotations
@@ -50,8 +55,11 @@ BAND_HEIGHTS = (256, 128)
 BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer than SMALL_ROWS rows
 SMALL_ROWS = 1024
 MAX_IMBALANCE = 1.1  # most work a thread may get, relative to an even split of the tiles
-SERIAL_TILES = 2  # outputs of at most this many bands render on the calling thread
-PARALLEL_KERNELS = 256  # fewer kernels are prepared as one task
+# Outputs of at most this many bands render on the calling thread, without the parallel loop: two
+# kernels over 100^2 and 128^2 (2 bands) took 27 and 30 us so against 29-31 and 34 us in parallel,
+# 192^2 (3 bands) tied at 39-41 us and 256^2 (4 bands) took 47-48 against 44-45 us (load ~2).
+SERIAL_TILES = 2
+PREPARE_ONE_BY_ONE = 64  # fewer kernels are prepared one a task; more, in one chunk a thread
 
 
 def unavailable_reason():
@@ -105,7 +113,7 @@ def render(plan, out):
     if offsets.size - 1 <= SERIAL_TILES:
         tiles.render_range(0, n_kernels, 0, offsets.size - 1, *args)
         return
-    chunk = n_kernels if n_kernels < PARALLEL_KERNELS else -(-n_kernels // numba.get_num_threads())
+    chunk = 1 if n_kernels < PREPARE_ONE_BY_ONE else -(-n_kernels // numba.get_num_threads())
     # The other arguments' types follow from these (the rest are this function's arrays and ints).
     varying = (plan.params, plan.boxes, images, args[-2], args[-1])
     tiles.render_bands(calls.address(tiles.render_range, (0, 0, 0, 0, *args), varying), chunk, *args)

@@ -1,11 +1,15 @@
-"""The parallel pass over row bands: kernels binned per band, prepared once, each band rendered.
+"""The pass over row bands: kernels binned per band, prepared once, each band rendered.
 
 1. :func:`bin_kernels` (serial) lists the kernels of each row band, 64 to 256 rows of one image,
    as a CSR list (a counting sort: cheaper than NumPy's argsort for 100k kernels), and lays out
    one slot per column of every axis-aligned kernel.
-2. :func:`render_bands` (parallel) prepares every kernel once (``prange`` over kernels), then
-   renders each band (``prange`` over bands): zeroed unless accumulating (or written whole by its
-   first axis-aligned kernels, :mod:`.bands`), then every kernel of its list combined in.
+2. :func:`render_range` prepares a range of kernels, then renders a range of (image, band) tiles:
+   zeroed unless accumulating (or written whole by its first axis-aligned kernels, :mod:`.bands`),
+   then every kernel of the band's list combined in. It holds all the code of a band render.
+3. :func:`render_bands` runs it in parallel: every kernel prepared (chunks a thread), then every
+   band (one a task), calling :func:`render_range` by address (:mod:`.calls`), so that its
+   parallel loop compiles in a fraction of a second and the renderer once. Outputs of at most
+   ``SERIAL_TILES`` bands are rendered by one call of :func:`render_range` on the calling thread.
 
 Which kinds of kernel a plan holds is decided before the call: ``axis`` and ``rotated`` are each
 ``True`` or ``None``, and Numba drops the code under ``if axis is not None`` (or ``rotated``) before
