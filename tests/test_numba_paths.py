@@ -259,3 +259,42 @@ def test_kernels_whose_factors_all_underflow_write_nothing(shape):
         assert np.abs(expected).max() > 0
         tolerance = 1e-5 if dtype == "float32" else 1e-12
         assert np.abs(actual - expected).max() <= tolerance * np.abs(expected).max()
+
+
+# -- (5) calls by address ------------------------------------------------------------------------------
+
+def test_a_function_called_by_address_gives_its_direct_result():
+    import numba
+
+    from gaussheat_gpu.backends.numba import calls
+
+    def scaled_sum(values, scale, skip):
+        total = 0.0
+        for i in range(values.size):
+            if skip is None or i != skip:
+                total += values[i]
+        return np.int64(total * scale)
+
+    direct = numba.njit(scaled_sum)
+    callee = numba.njit(no_cpython_wrapper=True)(scaled_sum)  # a C entry point only, as by_address gives
+
+    @numba.njit
+    def caller(address, values, scale, skip):
+        return calls.call_address(address, (values, scale, skip))
+
+    values = np.random.default_rng(2).uniform(0, 100, 17)
+    for skip in (None, 3):
+        found = calls.address(callee, (values, 2.5, skip))
+        assert found == calls.address(callee, (values[:5], 1.0, skip))  # the same types: the same code
+        assert caller(found, values, 2.5, skip) == direct(values, 2.5, skip) == scaled_sum(values, 2.5, skip)
+    assert len(callee.signatures) == 2  # one per type of skip
+
+
+def test_calling_by_address_needs_a_c_entry_point():
+    import numba
+
+    from gaussheat_gpu.backends.numba import calls
+
+    python_only = numba.njit(no_cfunc_wrapper=True)(lambda values: np.int64(values.size))
+    with pytest.raises(TypeError, match="has no C entry point"):
+        calls.address(python_only, (np.zeros(3),))

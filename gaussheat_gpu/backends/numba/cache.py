@@ -39,21 +39,21 @@ class CacheWarning(UserWarning):
     """Compiled code cannot be cached on disk: every new process compiles again."""
 
 
-def jit(function=None, *, entry=False, **options):
+def jit(function=None, *, entry=False, by_address=False, **options):
     """``numba.njit(**options)`` whose compiled code is cached in the first writable location of
     the module docstring's list (``cache=True`` with a fallback); usable as ``@jit`` or
     ``@jit(parallel=True)``.
 
-    Only an ``entry=True`` function can be called from Python: the others are called from compiled
-    code only and get no Python or C wrapper (two more small modules to compile and optimise for
-    each function, 12% of the seed's first call). Their Python bodies stay callable as
-    ``.py_func``. ``forceinline=True`` inlines a function wherever it is called (in LLVM, which
-    costs no compile time to speak of); others are called, unless LLVM chooses to inline them.
+    Only an ``entry=True`` function can be called from Python, and only a ``by_address=True`` one
+    by its address (:mod:`.calls`): the others are called from compiled code only and get no Python
+    or C wrapper (two more small modules to compile and optimise for each function, 12% of the
+    seed's first call). Their Python bodies stay callable as ``.py_func``. ``forceinline=True``
+    inlines a function wherever it is called (in LLVM, which costs no compile time to speak of);
+    others are called, unless LLVM chooses to inline them.
     """
     if function is None:
-        return lambda function: jit(function, entry=entry, **options)
-    if not entry:
-        options = dict(options, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        return lambda function: jit(function, entry=entry, by_address=by_address, **options)
+    options = dict(options, no_cpython_wrapper=not entry, no_cfunc_wrapper=not by_address)
     # Explicit: otherwise a function first compiled as the callee of a forceinline one inherits it.
     options.setdefault("forceinline", False)
     dispatcher = numba.njit(cache=False, **options)(function)

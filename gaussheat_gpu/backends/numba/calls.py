@@ -6,7 +6,7 @@ body's wrapper and the function holding the loop). The band renderer's code woul
 four times for one parallel call; called by address, it is compiled once (:func:`address` looks
 it up), and the parallel loop that calls it is small.
 
-:func:`call_address` calls the C entry point Numba gives each ``entry=True`` function (its
+:func:`call_address` calls the C entry point Numba gives each ``by_address=True`` function (its
 ``cfunc`` wrapper: arguments by value, in Numba's data model, and the return value). The caller
 must pass exactly the argument types the address was compiled for: :func:`address` compiles (or
 loads from the cache) the overload for the very arguments it is given and remembers it under
@@ -40,7 +40,7 @@ def address(dispatcher, args, varying=None):
     Parameters
     ----------
     dispatcher : numba dispatcher
-        An ``entry=True`` function of this backend (it has a C entry point).
+        A function with a C entry point (``jit(by_address=True)`` in this backend).
     args : tuple
         Arguments of the calls that will be made by address: arrays, integers, booleans, ``None``.
     varying : tuple, optional
@@ -51,12 +51,17 @@ def address(dispatcher, args, varying=None):
     -------
     int or callable
 
+    Raises
+    ------
+    TypeError
+        When ``dispatcher`` was compiled without a C entry point.
+
     Examples
     --------
-    >>> import numpy as np
-    >>> from gaussheat_gpu.backends.numba.planning import _libm_cos_sin
-    >>> found = address(_libm_cos_sin, (np.zeros(3),))
-    >>> found == address(_libm_cos_sin, (np.ones(5),))  # the same types: the same code
+    >>> import numba, numpy as np
+    >>> first = numba.njit(lambda values: np.int64(values[0]))
+    >>> found = address(first, (np.arange(3),))
+    >>> found == address(first, (np.arange(5),))  # the same types: the same code
     True
     """
     if config.DISABLE_JIT:
@@ -70,6 +75,9 @@ def address(dispatcher, args, varying=None):
             dispatcher.compile(signature)
             result = dispatcher.overloads[signature]
         found = result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name)
+        if not found:
+            raise TypeError(f"{dispatcher.py_func.__qualname__} has no C entry point to call by address: "
+                            "compile it with by_address=True")
         _addresses[key] = found
     return found
 

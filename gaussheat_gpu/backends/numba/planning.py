@@ -184,7 +184,7 @@ def plan_chunk(inputs, setup, tables, lo, hi):
     return row - lo, (first_bad_image, first_rotated, first_bad_por), any_rotated
 
 
-@jit(entry=True)
+@jit(entry=True, by_address=True)
 def plan_task(inputs, setup, tables, chunk, kept, firsts, rotated):
     """:func:`plan_chunk` of the ``chunk``-th ``CHUNK`` kernels, its results stored at ``[chunk]`` of
     ``kept``, ``firsts`` and ``rotated``: what :func:`plan_chunks` calls by address. Returns 0."""

@@ -79,7 +79,7 @@ def bin_kernels(boxes, params, n_images, height, band_height):
     return offsets, kernel_ids, col_offsets
 
 
-@jit(entry=True)
+@jit(entry=True, by_address=True)
 def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes, offsets, kernel_ids, col_offsets,
                  column_factors, info, images, band_height, combine, normalize, accumulate, axis, rotated):
     """Prepare kernels ``first_kernel..last_kernel - 1``, then render (image, band) tiles
