@@ -24,8 +24,6 @@ def _kernels(seed):
 
 
 def _render(seed):
-    # 3 bands an image: rendered by the thread pool (outputs of 2 bands or fewer render on the
-    # calling thread)
     return gh.render(_kernels(seed), (2, 160, 96), backend="auto", dtype="float64")
 
 

@@ -59,18 +59,14 @@ COMPILED_SCRIPT = """
 @pytest.mark.parametrize("case", ["axis", "rotated"])
 def test_a_call_compiles_only_its_path(tmp_path, case):
     # The seed (axis-aligned kernels) never compiles the rotated visits, nor rotated kernels the
-    # separable rows; neither compiles the dense product or the parallel planner. The seed's 8 bands
-    # compile the parallel loops that call the renderer; a 1-band output is rendered by the renderer
-    # alone.
+    # separable rows; neither compiles the dense product or the parallel planner.
     result = run_python(COMPILED_SCRIPT.format(case=case), env=fresh_env(tmp_path))
     counts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert counts["range"] == 1 and counts["rows"] == 1
+    assert counts["bands"] == 1 and counts["range"] == 1 and counts["rows"] == 1
     assert counts["dense"] == 0 and counts["chunks"] == 0 and counts["task"] == 0
     if case == "axis":
-        assert counts["bands"] == 1
         assert counts["separable"] == 1 and counts["prepare_separable"] == 1 and counts["rotated"] == 0
     else:
-        assert counts["bands"] == 0
         assert counts["rotated"] == 1 and counts["separable"] == 0 and counts["prepare_separable"] == 0
 
 
@@ -233,8 +229,8 @@ def test_info_reports_the_paths_a_render_cached(tmp_path):
     env = fresh_env(tmp_path)
     run_python("""
         import gaussheat_gpu as gh
-        gh.render(gh.Kernels(x=[20.0], y=[12.0], sigma_x=[3.0], sigma_y=[2.0]), (300, 40), backend="numba")
-    """, env=env)  # 5 bands: the renderer and its parallel loops
+        gh.render(gh.Kernels(x=[20.0], y=[12.0], sigma_x=[3.0], sigma_y=[2.0]), (30, 40), backend="numba")
+    """, env=env)
     script = """
         import json
         from gaussheat_gpu.backends.numba import warmup

@@ -21,11 +21,10 @@ file               job
 Modes (combine, normalize, accumulate) are run-time switches inside each compiled function; the
 output dtype (float32 or float64) is a type, so each path has one specialisation per dtype. A
 first call in a process with an empty cache therefore compiles the planner's serial loop, the
-binning and one band specialisation (or the dense product), not the whole backend; an output of
-more than ``SERIAL_TILES`` bands also compiles the small parallel loop that calls the band
-renderer by address (:mod:`.calls`). Numba copies a called function's code into its caller and
-compiles it there again, three times more inside a parallel loop; called by address, the band
-renderer and the parallel planner's chunk are compiled once.
+binning and one band specialisation with the small parallel loop that calls it by address
+(:mod:`.calls`), or the dense product: not the whole backend. Numba copies a called function's
+code into its caller and compiles it there again, three times more inside a parallel loop;
+called by address, the band renderer and the parallel planner's chunk are compiled once.
 """
 
 from __future__ import annotations
@@ -55,10 +54,6 @@ BAND_HEIGHTS = (256, 128)
 BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer than SMALL_ROWS rows
 SMALL_ROWS = 1024
 MAX_IMBALANCE = 1.1  # most work a thread may get, relative to an even split of the tiles
-# Outputs of at most this many bands render on the calling thread, without the parallel loop: two
-# kernels over 100^2 and 128^2 (2 bands) took 27 and 30 us so against 29-31 and 34 us in parallel,
-# 192^2 (3 bands) tied at 39-41 us and 256^2 (4 bands) took 47-48 against 44-45 us (load ~2).
-SERIAL_TILES = 2
 PREPARE_ONE_BY_ONE = 64  # fewer kernels are prepared one a task; more, in one chunk a thread
 
 
@@ -110,9 +105,6 @@ def render(plan, out):
     args = (plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height,
             combine, normalize, plan.accumulate, True if col_offsets[-1] else None,
             None if plan.axis_aligned else True)
-    if offsets.size - 1 <= SERIAL_TILES:
-        tiles.render_range(0, n_kernels, 0, offsets.size - 1, *args)
-        return
     chunk = 1 if n_kernels < PREPARE_ONE_BY_ONE else -(-n_kernels // numba.get_num_threads())
     # The other arguments' types follow from these (the rest are this function's arrays and ints).
     varying = (plan.params, plan.boxes, images, args[-2], args[-1])

@@ -38,12 +38,10 @@ def _wide(rng):
 
 
 # Path name -> (kernels(rng), shape, render options). Together they compile every entry point.
-# The band paths' outputs have more than numba.SERIAL_TILES bands, so that they compile the parallel
-# loops too (the renderer alone renders smaller ones).
 PATHS = {
-    "bands, axis-aligned kernels": (lambda rng: _kernels(4, 40, 300, 0.0, rng), (300, 40), {}),
-    "bands, rotated kernels": (lambda rng: _kernels(4, 40, 300, 1.0, rng), (300, 40), {}),
-    "bands, both kinds": (_mixed, (300, 40), {}),
+    "bands, axis-aligned kernels": (lambda rng: _kernels(4, 40, 30, 0.0, rng), (30, 40), {}),
+    "bands, rotated kernels": (lambda rng: _kernels(4, 40, 30, 1.0, rng), (30, 40), {}),
+    "bands, both kinds": (_mixed, (30, 40), {}),
     "dense product": (_wide, (1024, 1024), {"truncate": None}),
     "planner, parallel chunks": (lambda rng: _kernels(planning.CHUNK + 1, 64, 64, 1.0, rng), (64, 64), {}),
 }
