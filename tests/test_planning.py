@@ -137,7 +137,7 @@ def test_compiled_loop_runs_as_python_too(monkeypatch):
     monkeypatch.setattr(numba_planning, "CHUNK", 7)
     # Their callees as Python too: compiled without a Python wrapper, they cannot be called from Python
     # (nor by address: the parallel pass is given the Python function and calls it).
-    for name in ("plan_chunk", "_tables_for", "_chunk_results"):
+    for name in ("plan_chunk", "_tables_for"):
         monkeypatch.setattr(numba_planning, name, getattr(numba_planning, name).py_func)
     monkeypatch.setattr(numba_planning, "call_address", calls.call_address_python)
     for run in (numba_planning.plan_chunk, numba_planning.plan_chunks.py_func):

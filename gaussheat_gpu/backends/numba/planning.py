@@ -107,7 +107,8 @@ _NO_TRUNCATES = np.empty(0)
 # Tables too small to hold a plan: the loop then allocates its own (cheaper than three np.empty
 # calls and three slices here, 1 us of W1's 40).
 _NO_TABLES = (np.empty((0, N_PARAMS)), np.empty((0, N_BOX), dtype=np.int64), np.empty(0, dtype=np.int64))
-_NO_RESULTS = (np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.bool_))  # their types
+# The types of the per-chunk results plan_chunks makes, to find plan_task's address.
+_NO_RESULTS = (np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.bool_))
 
 
 @jit
@@ -184,7 +185,7 @@ def plan_chunk(inputs, setup, tables, lo, hi):
     return row - lo, (first_bad_image, first_rotated, first_bad_por), any_rotated
 
 
-@jit(entry=True, by_address=True)
+@jit(by_address=True)
 def plan_task(inputs, setup, tables, chunk, kept, firsts, rotated):
     """:func:`plan_chunk` of the ``chunk``-th ``CHUNK`` kernels, its results stored at ``[chunk]`` of
     ``kept``, ``firsts`` and ``rotated``: what :func:`plan_chunks` calls by address. Returns 0."""
@@ -211,7 +212,9 @@ def plan_chunks(address, inputs, setup, tables):
     n = theta.size
     params, boxes, kernel_index = _tables_for(tables, n)
     n_chunks = (n + CHUNK - 1) // CHUNK
-    kept, firsts, rotated = _chunk_results(n_chunks)
+    kept = np.empty(n_chunks, dtype=np.int64)  # of the types of _NO_RESULTS
+    firsts = np.empty((n_chunks, 3), dtype=np.int64)
+    rotated = np.empty(n_chunks, dtype=np.bool_)
     for chunk in prange(n_chunks):
         call_address(address, (
             ((x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source),
@@ -235,13 +238,6 @@ def plan_chunks(address, inputs, setup, tables):
                 checks[j] = firsts[chunk, j]
                 break
     return (params[:total], boxes[:total], kernel_index[:total]), (checks[0], checks[1], checks[2]), rotated.any()
-
-
-@jit
-def _chunk_results(n_chunks):
-    """Where :func:`plan_task` stores each chunk's results (``kept``, ``firsts``, ``rotated``)."""
-    return (np.empty(n_chunks, dtype=np.int64), np.empty((n_chunks, 3), dtype=np.int64),
-            np.empty(n_chunks, dtype=np.bool_))
 
 
 @functools.cache
