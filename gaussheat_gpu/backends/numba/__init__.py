@@ -55,6 +55,8 @@ BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer tha
 SMALL_ROWS = 1024
 MAX_IMBALANCE = 1.1  # most work a thread may get, relative to an even split of the tiles
 PREPARE_ONE_BY_ONE = 64  # fewer kernels are prepared one a task; more, in one chunk a thread
+_NO_SCRATCH = {np.dtype(dtype).char: (np.empty(0, dtype=dtype), np.empty((0, tiles.INFO_COLUMNS)))
+               for dtype in (np.float32, np.float64)}
 
 
 def unavailable_reason():
@@ -98,9 +100,8 @@ def render(plan, out):
     if n_kernels >= WORKSPACE_MIN_KERNELS:
         column_factors = WORKSPACE.empty("column_factors", (col_offsets[-1],), out.dtype)
         info = WORKSPACE.empty("info", (n_kernels, tiles.INFO_COLUMNS), np.float64)
-    else:
-        column_factors = np.empty(col_offsets[-1], dtype=out.dtype)
-        info = np.empty((n_kernels, tiles.INFO_COLUMNS), dtype=np.float64)
+    else:  # too small to hold them: render_bands allocates its own (0.3 us each, against 0.05 there)
+        column_factors, info = _NO_SCRATCH[out.dtype.char]
     # Which specialisation: True or None for "has axis-aligned kernels" and "has rotated ones".
     args = (plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height,
             combine, normalize, plan.accumulate, True if col_offsets[-1] else None,

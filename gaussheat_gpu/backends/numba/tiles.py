@@ -164,10 +164,14 @@ def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_
     (chunks of ``kernel_chunk`` kernels a task), then every (image, band) tile rendered (one a task).
 
     One parallel loop, run once per phase, holding one call: it compiles in a fraction of a second
-    whatever the renderer holds. Its index is unsigned inside the parallel body, and cast to the
+    whatever the renderer holds. ``column_factors`` and ``info`` too small for the plan (empty) are
+    allocated here. Its index is unsigned inside the parallel body, and cast to the
     int64 ``render_range`` was compiled for.
     """
     n_kernels = params.shape[0]
+    if info.shape[0] < n_kernels:  # the caller's are too small (empty): allocated here
+        column_factors = np.empty(col_offsets[-1], dtype=column_factors.dtype)
+        info = np.empty((n_kernels, INFO_COLUMNS))
     for phase in range(2):
         n_tasks = (n_kernels + kernel_chunk - 1) // kernel_chunk if phase == 0 else offsets.size - 1
         for task in prange(n_tasks):
