@@ -18,13 +18,13 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX o
 
 def _kernels(seed):
     rng = np.random.default_rng(seed)
-    n = 600
-    return gh.Kernels(rng.uniform(0, 96, n), rng.uniform(0, 160, n), rng.uniform(0.5, 4, n), rng.uniform(0.5, 4, n),
+    n = 600  # enough to run the parallel planner's and renderer's thread pools
+    return gh.Kernels(rng.uniform(0, 96, n), rng.uniform(0, 64, n), rng.uniform(0.5, 4, n), rng.uniform(0.5, 4, n),
                       theta=rng.uniform(0, np.pi, n), amplitude=rng.uniform(0, 1, n), image=rng.integers(0, 2, n))
 
 
 def _render(seed):
-    return gh.render(_kernels(seed), (2, 160, 96), backend="auto", dtype="float64")
+    return gh.render(_kernels(seed), (2, 64, 96), backend="auto", dtype="float64")
 
 
 def _run(script, env=None):
@@ -149,17 +149,17 @@ def test_torch_dataloader_workers_render():
 
 def test_spawn_workers_take_pickled_kernels():
     kernels = _kernels(5)
-    expected = gh.render(kernels, (2, 160, 96), backend="numpy", dtype="float64")
+    expected = gh.render(kernels, (2, 64, 96), backend="numpy", dtype="float64")
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result = pool.apply(gh.render, (kernels, (2, 160, 96)), dict(backend="numpy", dtype="float64"))
+        result = pool.apply(gh.render, (kernels, (2, 64, 96)), dict(backend="numpy", dtype="float64"))
     assert np.array_equal(result, expected)
 
 
 def test_threads_rendering_at_once_match_serial_bits(fast_backend):
     if fast_backend != "numba":
         pytest.skip("host threads")
-    serial = [gh.render(_kernels(seed), (2, 160, 96), backend="numba") for seed in range(8)]
+    serial = [gh.render(_kernels(seed), (2, 64, 96), backend="numba") for seed in range(8)]
     with ThreadPoolExecutor(8) as pool:
-        threaded = list(pool.map(lambda seed: gh.render(_kernels(seed), (2, 160, 96), backend="numba"), range(8)))
+        threaded = list(pool.map(lambda seed: gh.render(_kernels(seed), (2, 64, 96), backend="numba"), range(8)))
     for a, b in zip(serial, threaded):
         assert np.array_equal(a, b)
