@@ -208,7 +208,7 @@ def run_warmup(all_dtypes) -> int:
 
     print(f"compiling into {cache.location() or 'no cache (every process compiles again)'}")
     start = time.perf_counter()
-    warmup.warmup(all_dtypes, report=lambda path, dtype, seconds: print(f"  {path:<30}{dtype:<9}{seconds:8.2f} s"))
+    warmup.warmup(all_dtypes, report=lambda path, dtype, seconds: print(f"  {path:<32}{dtype:<9}{seconds:8.2f} s"))
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -224,6 +224,8 @@ def _print_numba_cache():
         cold = [path for (path, kind), cached in status.items() if kind == dtype and not cached]
         state = "warm" if not cold else "cold" if len(cold) == len(warmup.PATHS) else "cold for " + ", ".join(cold)
         print(f"  {dtype}: {state}")
+    for name in warmup.HELPERS:
+        print(f"  {name}: {'warm' if status[name, 'any'] else 'cold'}")
     if not all(status.values()):
         print("  (gaussheat warmup --all compiles every path ahead of time)")
 

@@ -220,8 +220,11 @@ def test_warmup_all_makes_every_path_warm(tmp_path):
 
     for path in warmup.PATHS:
         assert text.count(path) == 2  # one line per dtype
+    for name in warmup.HELPERS:
+        assert text.count(name) == 1 and f"{name}: cold" in before
     after = cli("info", env=env)
     assert "float32: warm" in after and "float64: warm" in after
+    assert all(f"{name}: warm" in after for name in warmup.HELPERS) and "warmup --all" not in after
     assert str(tmp_path / "numba-cache") in after
 
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import cache, dense, planning, tiles
+from . import cache, dense, neighbours, planning, tiles
 
 DTYPES = ("float32", "float64")
 
@@ -47,6 +47,17 @@ PATHS = {
 }
 
 
+def _density_helpers(rng):
+    """``targets.density_map``'s compiled passes: the adaptive sigma's k-NN and the window sums."""
+    from ...targets import density_request
+
+    density_request(rng.uniform(0, 40, (20, 2)), (30, 40), sigma="adaptive", border="constant")
+
+
+# Compiled code outside render (the same for both output dtypes): name -> function(rng).
+HELPERS = {"density_map: k-NN, window sums": _density_helpers}
+
+
 def warmup(all_dtypes=False, report=None):
     """Compile (and cache) every path of the backend for float32 outputs, or for both dtypes.
 
@@ -60,7 +71,8 @@ def warmup(all_dtypes=False, report=None):
     Returns
     -------
     list of (str, str, float)
-        Path, output dtype and seconds taken (compiling, or loading from the cache).
+        Path, output dtype (``"any"`` for :data:`HELPERS`) and seconds taken (compiling, or loading
+        from the cache).
 
     Examples
     --------
@@ -77,6 +89,12 @@ def warmup(all_dtypes=False, report=None):
             rows.append((name, dtype, time.perf_counter() - start))
             if report is not None:
                 report(*rows[-1])
+    for name, run in HELPERS.items():
+        start = time.perf_counter()
+        run(np.random.default_rng(0))
+        rows.append((name, "any", time.perf_counter() - start))
+        if report is not None:
+            report(*rows[-1])
     return rows
 
 
@@ -87,7 +105,8 @@ def cache_status():
     -------
     dict
         ``(path, dtype) -> bool`` for every path of :data:`PATHS` and both output dtypes (compiled
-        code that does not depend on the dtype counts for both).
+        code that does not depend on the dtype counts for both), and ``(name, "any")`` for each of
+        :data:`HELPERS`.
     """
     def has(dispatcher, test=lambda sig: True):
         return any(test(key[0]) for key in cache.valid_entries(dispatcher))
@@ -110,6 +129,8 @@ def cache_status():
             has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
             for function, at in ((dense.dense_factors, 3), (dense._dense_pack, 0), (dense._dense_panels, 2)))
         status["planner, parallel chunks", dtype] = has(planning.plan_chunks) and has(planning.plan_task)
+    status["density_map: k-NN, window sums", "any"] = (has(neighbours.mean_nearest_distances)
+                                                       and has(neighbours.window_sums))
     return status
 
 def _is_none(numba_type):
