@@ -2,13 +2,18 @@
 
 The map is G1's large map (``workloads.g1_large_map``: 16384 x 16384, 1,000,000 kernels, sigma
 1-8, sum of pdfs, t=3). Each case runs in a new Python process, so its peak resident memory is
-its own:
+its own; times are the best of ``REPEATS`` runs. Every case does the same work: render every
+pixel, then read every pixel once with a float64 sum.
 
-* ``in-memory``: one ``gaussheat_gpu.render`` call on the Numba backend (all cores);
+* ``in-memory``: one ``gaussheat_gpu.render`` call on the Numba backend (all cores), then the sum
+  of the map; the call alone is reported beside it;
 * ``dask-1`` / ``dask-2``: ``gaussheat_gpu.dask.render`` on a ``distributed.LocalCluster`` of one
-  worker (one task at a time, Numba on all cores) or two workers (one core each: Numba on one
-  thread), every pixel consumed on the workers by a float64 sum (checked against the in-memory
-  map's); the peak resident memory of each worker process;
+  worker (one task at a time, Numba on all cores) or two workers (Numba on one thread each:
+  ``NUMBA_NUM_THREADS=1`` for the workers only, the caller plans on every core), chunks of 2048^2,
+  then ``heat.sum(dtype=float64)``: each chunk is summed where it was rendered (checked against
+  the in-memory map's sum); the peak resident memory of each worker process. The time includes
+  building the graph (planning and binning the kernels, sending each chunk's kernels to the
+  workers); ``-4096`` cases use chunks of 4096^2 (64 MiB of float32, 16 tasks);
 * ``dask-2-gather``: the same two workers, the whole map gathered into the caller;
 * ``zarr``: ``gaussheat_gpu.dask.to_zarr`` of a 32768 x 32768 map (4 GiB of float32, 4,000,000
   kernels: the same density) on the threaded scheduler, with its pixels per second and peak memory.
@@ -38,10 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CASES = ("in-memory", "dask-1", "dask-2", "dask-2-gather", "zarr")
-SIZES = {False: dict(size=16384, n_kernels=1_000_000, chunks=2048, zarr_size=32768, zarr_kernels=4_000_000,
-                     zarr_chunks=4096),
-         True: dict(size=1024, n_kernels=4000, chunks=256, zarr_size=2048, zarr_kernels=16000, zarr_chunks=512)}
+CASES = ("in-memory", "dask-1", "dask-2", "dask-1-4096", "dask-2-4096", "dask-2-gather", "zarr")
+REPEATS = 3
+SIZES = {False: dict(size=16384, n_kernels=1_000_000, chunks=2048, big_chunks=4096, zarr_size=32768,
+                     zarr_kernels=4_000_000, zarr_chunks=4096),
+         True: dict(size=1024, n_kernels=4000, chunks=256, big_chunks=512, zarr_size=2048, zarr_kernels=16000,
+                    zarr_chunks=512)}
 
 
 def _peak_rss():
@@ -88,29 +95,34 @@ def run_case(case, tiny):
                     peak_rss=_peak_rss(), corner_max=float(corner.max()))
 
     work = _workload(sizes["size"], sizes["n_kernels"])
-    result = dict(case=case, shape=list(work.shape), kernels=len(work.kernels), chunks=sizes["chunks"])
+    result = dict(case=case, shape=list(work.shape), kernels=len(work.kernels))
     if case == "in-memory":
         _warm_numba()
-        times = []
-        for _ in range(2):
+        times, call_times = [], []
+        for _ in range(REPEATS):
             start = time.perf_counter()
             heat = gh.render(work.kernels, work.shape, backend="numba", **work.options)
-            times.append(time.perf_counter() - start)
+            call_times.append(time.perf_counter() - start)
             checksum = float(heat.sum(dtype=np.float64))
+            times.append(time.perf_counter() - start)
             del heat
-        return dict(result, seconds=min(times), all_seconds=times, checksum=checksum, peak_rss=_peak_rss())
+        return dict(result, seconds=min(times), all_seconds=times, call_seconds=min(call_times),
+                    all_call_seconds=call_times, checksum=checksum, peak_rss=_peak_rss())
 
     import distributed
 
     n_workers = 2 if case.startswith("dask-2") else 1
-    with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+    chunks = sizes["big_chunks"] if case.endswith("-4096") else sizes["chunks"]
+    # two single-core workers on two cores; the caller (planning, binning) keeps every core
+    env = {"NUMBA_NUM_THREADS": "1"} if n_workers == 2 else {}
+    with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, env=env,
                                   dashboard_address=None, worker_dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         warm_rss = client.run(_warm_numba)
         times, graph_times = [], []
-        for _ in range(2):
+        for _ in range(REPEATS):
             start = time.perf_counter()
-            heat = ghd.render(work.kernels, work.shape, chunks=sizes["chunks"], backend="numba", **work.options)
+            heat = ghd.render(work.kernels, work.shape, chunks=chunks, backend="numba", **work.options)
             built = time.perf_counter()
             if case.endswith("gather"):
                 full = heat.compute()
@@ -121,7 +133,8 @@ def run_case(case, tiny):
             times.append(time.perf_counter() - start)
             graph_times.append(built - start)
         peaks = client.run(_peak_rss)
-    return dict(result, seconds=min(times), all_seconds=times, graph_seconds=min(graph_times), checksum=checksum,
+    return dict(result, chunks=chunks, seconds=min(times), all_seconds=times, graph_seconds=min(graph_times),
+                checksum=checksum,
                 workers=n_workers, worker_rss_after_warmup=sorted(warm_rss.values()),
                 worker_peak_rss=sorted(peaks.values()), peak_rss=_peak_rss())
 
@@ -129,8 +142,6 @@ def run_case(case, tiny):
 def run_in_new_process(case, tiny):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    if case.startswith("dask-2"):
-        env["NUMBA_NUM_THREADS"] = "1"  # two single-core workers on two cores
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-case", case] + (["--tiny"] if tiny else [])
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -142,17 +153,22 @@ def _gib(n):
     return f"{n / 2**30:.2f} GiB"
 
 
-def table(results, machine, tiny):
-    """The D1 rows as Markdown."""
+def table(results, machine, tiny, loads=None):
+    """The D1 rows as Markdown (``loads``: the 1-minute load average before and after the run)."""
     by_case = {r["case"]: r for r in results}
     base = by_case.get("in-memory")
+    load = f" Load average before {loads[0]:.2f}, after {loads[1]:.2f}." if loads else ""
     lines = [f"# D1: Dask and Zarr, {datetime.date.today()}{' (tiny sizes)' if tiny else ''}", "",
              f"Machine: `{machine}`, {os.cpu_count()} cores. Command: `python bench/dask_bench.py"
-             f"{' --tiny' if tiny else ''}`; load before: {os.getloadavg()[0]:.2f}.", "",
+             f"{' --tiny' if tiny else ''}`.{load} Best of {REPEATS} runs per case. Every case renders "
+             f"every pixel and reads each once with a float64 sum; `vs in-memory` divides by the in-memory "
+             f"call and its sum (in brackets: by the call alone).", "",
              "| case | map | chunks | time | vs in-memory | peak memory | check |", "|---|---|---|---:|---:|---|---|"]
     for r in results:
         shape = "x".join(map(str, r["shape"]))
-        ratio = f"{r['seconds'] / base['seconds']:.2f}x" if base and r["case"] != "zarr" else ""
+        ratio = ""
+        if base and r["case"] != "zarr":
+            ratio = f"{r['seconds'] / base['seconds']:.2f}x ({r['seconds'] / base['call_seconds']:.2f}x)"
         if "worker_peak_rss" in r:
             memory = (f"workers {', '.join(_gib(m) for m in r['worker_peak_rss'])} (after warm-up "
                       f"{', '.join(_gib(m) for m in r['worker_rss_after_warmup'])}); caller {_gib(r['peak_rss'])}")
@@ -166,7 +182,10 @@ def table(results, machine, tiny):
         else:
             check = f"sum {r['checksum']:.6g}"
         extra = f" (graph {r['graph_seconds']:.2f} s)" if "graph_seconds" in r else ""
-        lines.append(f"| {r['case']} | {shape}, {r['kernels']:,} kernels | {r['chunks']} | {r['seconds']:.2f} s{extra}"
+        if "call_seconds" in r:
+            extra = f" (call {r['call_seconds']:.2f} s)"
+        chunks = "whole map" if r["case"] == "in-memory" else r["chunks"]
+        lines.append(f"| {r['case']} | {shape}, {r['kernels']:,} kernels | {chunks} | {r['seconds']:.2f} s{extra}"
                      f" | {ratio} | {memory} | {check} |")
     return "\n".join(lines) + "\n"
 
@@ -184,12 +203,13 @@ def main(argv=None):
     from bench import report
 
     results = []
+    load_before = os.getloadavg()[0]
     for case in args.cases.split(","):
         print(f"running {case} ...", flush=True)
         results.append(run_in_new_process(case, args.tiny))
     info = report.machine_info()
     machine = report.machine_name(info)
-    text = table(results, f"{machine}: {info['cpu']}", args.tiny)
+    text = table(results, f"{machine}: {info['cpu']}", args.tiny, (load_before, os.getloadavg()[0]))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"d1-{machine}-{datetime.date.today()}"

@@ -40,8 +40,8 @@ from ._xp import to_host
 from .api import _resolve_dtype
 from .backends.numpy_backend import box_sums
 from .kernel_set import Kernels
-from .planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, P_B, Plan, fix_count_normaliser,
-                       make_grid, make_plan, tile_lists, window_plan)
+from .planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, fix_count_normaliser, make_grid, make_plan,
+                       tile_lists, window_plan)
 
 __all__ = ["render", "to_zarr"]
 
@@ -56,7 +56,8 @@ class _Spec:
 
     grid: object  # planning.Grid of the whole output
     combine: str
-    normalize: str  # as planned: "count" is rendered as "peak" with fixed normalisers
+    normalize: str
+    truncate: object  # one for every kernel (a number or None); a per-kernel truncate travels with the kernels
     dtype: np.dtype
     backend: str
     bounds: tuple  # per axis, the chunk edges (0, ..., size)
@@ -73,10 +74,18 @@ class _Spec:
 
 @dataclasses.dataclass(frozen=True)
 class _Piece:
-    """Plan rows (whole-grid coefficients and boxes) of some kernels."""
+    """Some kernels as a chunk task receives them: their validated columns (a value every kernel
+    shares travels as one scalar), and what planning them needs besides the grid.
 
-    params: np.ndarray
-    boxes: np.ndarray
+    A task plans its kernels again on the whole grid (the same boxes and coefficients, bit for bit:
+    planning is per kernel), which costs less than carrying plan rows: 10 float64 parameters and 5
+    int64 box fields per kernel, against 3 float64 columns for isotropic kernels.
+    """
+
+    n: int
+    columns: dict  # Kernels field -> 1-D array of n, or a scalar; no "sigma_y" where it equals "sigma_x"
+    truncate: object = None  # (n,) float64 where each kernel has its own
+    box_sums: object = None  # (n,) float64: each kernel's count normaliser over its whole box
 
 
 def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4.0, extent=None,
@@ -124,11 +133,12 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
     >>> float(abs(heat.compute() - gh.render(k, (512, 512), combine="por", backend="numpy")).max())
     0.0
     """
-    spec, meta = _make_spec(shape, chunks, combine, normalize, extent, dtype, backend)
-    options = dict(combine=combine, normalize=normalize, truncate=truncate)
     per_kernel_truncate = truncate is not None and np.ndim(truncate) > 0
+    spec, meta = _make_spec(shape, chunks, combine, normalize, None if per_kernel_truncate else truncate, extent,
+                            dtype, backend)
+    options = dict(combine=combine, normalize=normalize, truncate=truncate)
     # bad modes or truncate raise here, not in a task
-    make_plan(Kernels([], [], 1.0), spec.grid, **{**options, "truncate": None if per_kernel_truncate else truncate})
+    make_plan(Kernels([], [], 1.0), spec.grid, combine=combine, normalize=normalize, truncate=spec.truncate)
     name = "gaussheat-render-" + tokenize(_token_of(kernels), spec, options)
     if _is_collection(kernels):
         if per_kernel_truncate:
@@ -143,7 +153,7 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
                     meta=meta)
 
 
-def _make_spec(shape, chunks, combine, normalize, extent, dtype, backend):
+def _make_spec(shape, chunks, combine, normalize, truncate, extent, dtype, backend):
     grid = make_grid(shape, extent)
     dtype = _resolve_dtype(dtype, None)
     module = backends.get(backend)
@@ -151,8 +161,7 @@ def _make_spec(shape, chunks, combine, normalize, extent, dtype, backend):
     _check_chunks(chunks)
     block_chunks = da.core.normalize_chunks(chunks, grid.shape, dtype=dtype)
     bounds = tuple(np.concatenate(([0], np.cumsum(c))).astype(np.int64) for c in block_chunks)
-    planned = "peak" if normalize == "count" else normalize
-    spec = _Spec(grid, combine, planned, dtype, name, bounds)
+    spec = _Spec(grid, combine, normalize, truncate, dtype, name, bounds)
     return spec, module.xp.empty((0,) * len(grid.shape), dtype=dtype)
 
 
@@ -185,24 +194,62 @@ def _token_of(kernels):
 
 # -- planning and binning -----------------------------------------------------------------------
 
-def _plan_piece(kernels, spec, options, where=""):
-    """The whole-grid plan rows of ``kernels``, with fixed ``count`` normalisers."""
+def _partition(kernels, spec, options, where=""):
+    """``{chunk (flat index): _Piece}`` of the chunks that ``kernels`` meet, kernels in order.
+
+    The kernels are planned once on the whole grid (validation, boxes, ``count`` normalisers) and
+    binned by their boxes; each chunk's piece holds the columns of the kernels whose box meets it.
+    """
     try:
         if not isinstance(kernels, Kernels):
             kernels = Kernels.from_columns(kernels)
-        plan = make_plan(kernels.to(np), spec.grid, dtype=spec.dtype, compiled=True, **options)
+        kernels = kernels.to(np)
+        plan = make_plan(kernels, spec.grid, dtype=spec.dtype, compiled=True, **options)
     except (ValueError, TypeError) as exc:
         if not where:
             raise
         raise type(exc)(f"{where}: {exc}") from None
-    if plan.normalize == "count":
-        plan = fix_count_normaliser(plan, box_sums(plan))
-    return _Piece(plan.params, plan.boxes)
+    offsets, ids = _chunk_lists(plan.boxes, spec)
+    rows = np.take(plan.kernel_index, ids)  # kernel indices, chunk by chunk
+    columns = {name: values if np.ndim(values) == 0 else np.take(values, rows)
+               for name, values in _columns(kernels, spec.grid).items()}
+    truncate = options["truncate"]
+    truncate = np.take(np.asarray(truncate, dtype=np.float64), rows) if np.ndim(truncate) else None
+    sums = np.take(box_sums(plan), ids) if plan.normalize == "count" else None
+
+    def part(values, lo, hi):
+        return values if values is None or np.ndim(values) == 0 else values[lo:hi]  # views of one gather
+
+    return {int(block): _Piece(int(offsets[block + 1] - offsets[block]),
+                               {name: part(v, offsets[block], offsets[block + 1]) for name, v in columns.items()},
+                               part(truncate, offsets[block], offsets[block + 1]),
+                               part(sums, offsets[block], offsets[block + 1]))
+            for block in np.flatnonzero(np.diff(offsets))}
 
 
-def _split(piece, spec):
-    """``{chunk (flat index): _Piece}`` of the chunks that ``piece``'s kernels meet, kernels in order."""
-    boxes = piece.boxes
+def _columns(kernels, grid):
+    """The columns of ``kernels`` as a task needs them: a scalar where every kernel holds the same
+    value (bitwise: a column of zeros of both signs stays an array), no ``sigma_y`` where it is
+    ``sigma_x``."""
+    columns = {}
+    for name, values in kernels.as_dict().items():
+        if name == "sigma_y" and np.array_equal(values, columns["sigma_x"]):
+            continue
+        columns[name] = values[0].item() if _constant(name, values, kernels, grid) else values
+    return columns
+
+
+def _constant(name, values, kernels, grid):
+    if not len(values):
+        return False
+    if name == "image":
+        return grid.n_images == 1 or values.min() == values.max()  # one image: every index is 0
+    lo, hi = kernels.bounds(name)
+    return lo == hi and (lo != 0.0 or np.signbit(values).all() or not np.signbit(values).any())
+
+
+def _chunk_lists(boxes, spec):
+    """CSR list of the plan rows whose box meets each chunk (``planning.tile_lists``), chunks in flat order."""
     *leading, rows, cols = spec.bounds
 
     def first_chunk(edges, index):  # the chunk holding each index
@@ -215,12 +262,9 @@ def _split(piece, spec):
     if leading:
         for index, edges in zip(np.unravel_index(boxes[:, B_IMAGE], spec.grid.shape[:-2]), leading):
             image_chunk = image_chunk * (len(edges) - 1) + first_chunk(edges, index)
-    offsets, ids = tile_lists(first_chunk(cols, boxes[:, B_COL0]), first_chunk(cols, boxes[:, B_COL1]),
-                              first_chunk(rows, boxes[:, B_ROW0]), first_chunk(rows, boxes[:, B_ROW1]),
-                              image_chunk, (math.prod(spec.numblocks[:-2]), len(rows) - 1, len(cols) - 1))
-    params, boxes = piece.params[ids], boxes[ids]  # chunk by chunk; each chunk's rows are a view
-    return {int(block): _Piece(params[offsets[block]:offsets[block + 1]], boxes[offsets[block]:offsets[block + 1]])
-            for block in np.flatnonzero(np.diff(offsets))}
+    return tile_lists(first_chunk(cols, boxes[:, B_COL0]), first_chunk(cols, boxes[:, B_COL1]),
+                      first_chunk(rows, boxes[:, B_ROW0]), first_chunk(rows, boxes[:, B_ROW1]),
+                      image_chunk, (math.prod(spec.numblocks[:-2]), len(rows) - 1, len(cols) - 1))
 
 
 def _host_pieces(kernels, spec, options):
@@ -229,7 +273,7 @@ def _host_pieces(kernels, spec, options):
             raise TypeError(f"kernels must be a gaussheat_gpu.Kernels, a mapping of columns or a Dask collection, "
                             f"got {type(kernels).__name__}")
         kernels = Kernels.from_columns(kernels)
-    pieces = _split(_plan_piece(kernels, spec, options), spec)
+    pieces = _partition(kernels, spec, options)
     client = _distributed_client()
     if client is not None:  # straight to the workers: not through the scheduler inside the graph
         return dict(zip(pieces, ([future] for future in client.scatter(list(pieces.values()), hash=False))))
@@ -265,7 +309,7 @@ def _collection_partitions(kernels):
 
 def _collection_pieces(kernels, spec, options, name):
     """Plan and bin every partition on the workers (kept there); only the chunks each meets come back."""
-    splits = [dask.delayed(_split)(dask.delayed(_plan_piece)(columns, spec, options, where), spec)
+    splits = [dask.delayed(_partition)(columns, spec, options, where)
               for columns, where in _collection_partitions(kernels)]
     splits = dask.persist(*splits)
     met = dask.compute(*[dask.delayed(sorted)(s) for s in splits])  # dict keys: the chunks met
@@ -281,12 +325,13 @@ def _collection_pieces(kernels, spec, options, name):
 # -- chunk tasks ---------------------------------------------------------------------------------
 
 def _render_block(pieces, block, spec):
-    """Render chunk ``block`` from the whole-grid plan rows of the kernels that meet it."""
+    """Render chunk ``block`` from the kernels that meet it, planned on the whole grid."""
     module = backends.get(spec.backend)
-    params = np.concatenate([p.params for p in pieces]) if pieces else np.empty((0, N_PARAMS))
-    boxes = np.concatenate([p.boxes for p in pieces]) if pieces else np.empty((0, N_BOX), dtype=np.int64)
-    plan = Plan(spec.grid, spec.combine, spec.normalize, spec.dtype, False, params, boxes,
-                np.arange(params.shape[0]), not bool(params[:, P_B].any()), np)
+    kernels, truncate, sums = _join(pieces, spec)
+    plan = make_plan(kernels, spec.grid, combine=spec.combine, normalize=spec.normalize, truncate=truncate,
+                     dtype=spec.dtype, compiled=True)
+    if sums is not None:
+        plan = fix_count_normaliser(plan, sums[plan.kernel_index])
     plan = window_plan(plan, spec.window(block))
     out = module.xp.empty(plan.grid.shape, dtype=spec.dtype)
     if spec.backend == "numba":
@@ -295,6 +340,31 @@ def _render_block(pieces, block, spec):
     else:
         _plan_renderer(module)(plan, out)
     return out
+
+
+def _join(pieces, spec):
+    """``(Kernels, truncate, count normalisers or None)`` of the kernels of ``pieces`` (one per
+    kernel partition that meets the chunk), in order."""
+    if not pieces:
+        return Kernels([], [], 1.0), spec.truncate, np.empty(0) if spec.normalize == "count" else None
+    if len(pieces) == 1:
+        columns = pieces[0].columns
+    else:
+        names = set().union(*(p.columns for p in pieces))
+        each = [{"sigma_y": p.columns["sigma_x"], **p.columns} if "sigma_y" in names else p.columns for p in pieces]
+        columns = {name: _concatenate([c[name] for c in each], pieces) for name in names}
+    truncate = _concatenate([p.truncate for p in pieces], pieces)
+    return (Kernels(**columns), spec.truncate if truncate is None else truncate,
+            _concatenate([p.box_sums for p in pieces], pieces))
+
+
+def _concatenate(values, pieces):
+    """One column from the pieces' parts: None if they hold none, a scalar if they share it (bitwise)."""
+    if len(values) == 1 or values[0] is None:
+        return values[0]
+    if all(np.ndim(v) == 0 for v in values) and len({np.asarray(v).tobytes() for v in values}) == 1:
+        return values[0]
+    return np.concatenate([np.broadcast_to(v, (p.n,)) for v, p in zip(values, pieces)])
 
 
 # -- Zarr output -----------------------------------------------------------------------------------

@@ -203,7 +203,9 @@ def test_each_chunk_task_carries_only_the_kernels_that_meet_it():
     shape, chunk = (60, 70), (16, 20)
     kernels = seam_kernels(shape=shape)
     heat = ghd.render(kernels, shape, chunks=chunk, truncate=2.0, backend="numpy")
-    boxes = planning.make_plan(kernels, planning.make_grid(shape), truncate=2.0).boxes
+    plan = planning.make_plan(kernels, planning.make_grid(shape), truncate=2.0)
+    boxes = plan.boxes
+    assert len(boxes) < len(kernels), "some kernels should have no pixel in the image"
     graph = dict(heat.__dask_graph__())
     carried = 0
     for (r, c) in np.ndindex(*heat.numblocks):
@@ -212,10 +214,29 @@ def test_each_chunk_task_carries_only_the_kernels_that_meet_it():
         cols = (c * chunk[1], min(shape[1], (c + 1) * chunk[1]) - 1)
         meets = ((boxes[:, 0] <= cols[1]) & (boxes[:, 1] >= cols[0]) & (boxes[:, 2] <= rows[1])
                  & (boxes[:, 3] >= rows[0]))
-        held = np.concatenate([p.boxes for p in pieces]) if pieces else np.empty((0, 5), dtype=np.int64)
-        np.testing.assert_array_equal(held, boxes[meets])
-        carried += len(held)
+        held = {name: np.concatenate([np.broadcast_to(p.columns[name], p.n) for p in pieces]) if pieces else []
+                for name in ("x", "y", "sigma_x", "sigma_y", "theta", "amplitude", "image")}
+        for name, values in held.items():  # every column of exactly the kernels that meet the chunk, in order
+            np.testing.assert_array_equal(values, getattr(kernels, name)[plan.kernel_index[meets]])
+        carried += len(held["x"])
     assert len(boxes) < carried < len(boxes) * heat.npartitions / 4
+
+
+def test_chunk_tasks_carry_shared_values_once():
+    kernels = gh.Kernels(x=[3.0, 40.0, 41.0], y=[5.0, 6.0, 30.0], sigma_x=[1.0, 2.0, 1.5])  # sigma_y = sigma_x
+    zeros = gh.Kernels(x=[3.0, 40.0], y=5.0, sigma_x=1.0, theta=[0.0, -0.0])
+    for k, shared, carried in ((kernels, {"theta": 0.0, "amplitude": 1.0, "image": 0}, {"x", "y", "sigma_x"}),
+                               (zeros, {"y": 5.0, "sigma_x": 1.0, "sigma_y": 1.0, "amplitude": 1.0, "image": 0},
+                                {"x", "theta"})):
+        heat = ghd.render(k, (48, 48), chunks=24, backend="numpy")
+        pieces = [p for task in dict(heat.__dask_graph__()).values() for p in task[1]]
+        assert pieces and all(p.columns.keys() == shared.keys() | carried for p in pieces)
+        assert all({name: p.columns[name] for name in shared} == shared for p in pieces)
+        assert all(np.ndim(p.columns[name]) == 1 for p in pieces for name in carried)
+        expected = gh.render(k, (48, 48), backend="numpy", dtype="float64")
+        assert_chunks_match(heat.compute(scheduler="sync"), expected, "float32")
+    # theta 0.0 and -0.0 both travel: the signs of zero reach the chunks as given
+    assert np.signbit(np.concatenate([p.columns["theta"] for p in pieces])).tolist() == [False, True]
 
 
 @pytest.mark.gpu
