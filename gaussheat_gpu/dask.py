@@ -1,13 +1,14 @@
 """Chunked rendering on Dask: maps larger than memory, kernel sets larger than one host, Zarr output.
 
 ``render`` returns a lazy ``dask.array.Array`` equal to :func:`gaussheat_gpu.render` of the same
-arguments. The kernels are planned once on the whole grid (validation, coefficients, support boxes,
+arguments. The kernels are planned on the whole grid (validation, coefficients, support boxes,
 exactly as an in-memory call) and binned by their boxes into the output's chunks, so each chunk's
-task carries only the kernels whose support meets that chunk. A chunk is then rendered as a
+task carries only the kernels whose support meets that chunk (their columns). A task plans its
+kernels again on the whole grid, which gives the same rows bit for bit, and renders its chunk as a
 window of that plan (:func:`gaussheat_gpu.planning.window_plan`): the boxes stay the ones decided
 on the whole grid, so seams select exactly the pixels an in-memory render selects.
 ``normalize="count"`` divides each kernel by its sum over its whole box, found once when the
-kernel is planned (never by the sum over the part a chunk sees).
+kernel is first planned and sent with it (never the sum over the part a chunk sees).
 
 Kernels may be a :class:`~gaussheat_gpu.Kernels` (or anything ``render`` takes), or a Dask
 collection: a mapping of column names to 1-D Dask arrays (scalars broadcast), or a Dask DataFrame.

@@ -222,6 +222,29 @@ def test_each_chunk_task_carries_only_the_kernels_that_meet_it():
     assert len(boxes) < carried < len(boxes) * heat.npartitions / 4
 
 
+def test_a_chunk_task_plans_its_kernels_to_the_whole_grid_rows_bit_for_bit():
+    shape, chunk = (60, 70), (16, 20)
+    kernels = seam_kernels(n=400, shape=shape, seed=3)
+    truncate = np.random.default_rng(3).uniform(1.0, 4.0, len(kernels))
+    heat = ghd.render(kernels, shape, chunks=chunk, normalize="count", truncate=truncate, backend="numpy")
+    whole = planning.make_plan(kernels, planning.make_grid(shape), normalize="count", truncate=truncate)
+    sums = numpy_backend.box_sums(whole)
+    spec = None
+    for key, task in dict(heat.__dask_graph__()).items():
+        pieces, block, spec = task[1:]
+        window = spec.window(block)
+        (r0, r1), (c0, c1) = window
+        meets = ((whole.boxes[:, 0] < c1) & (whole.boxes[:, 1] >= c0) & (whole.boxes[:, 2] < r1)
+                 & (whole.boxes[:, 3] >= r0))
+        task_kernels, task_truncate, task_sums = ghd._join(pieces, spec)
+        plan = planning.make_plan(task_kernels, spec.grid, normalize="count", truncate=task_truncate, compiled=True)
+        assert plan.kernel_index.tolist() == list(range(len(task_kernels)))
+        np.testing.assert_array_equal(plan.params, whole.params[meets])  # bitwise, NaN-free
+        np.testing.assert_array_equal(plan.boxes, whole.boxes[meets])
+        np.testing.assert_array_equal(task_sums, sums[meets])
+    assert spec is not None and len(spec.bounds) == 2
+
+
 def test_chunk_tasks_carry_shared_values_once():
     kernels = gh.Kernels(x=[3.0, 40.0, 41.0], y=[5.0, 6.0, 30.0], sigma_x=[1.0, 2.0, 1.5])  # sigma_y = sigma_x
     zeros = gh.Kernels(x=[3.0, 40.0], y=5.0, sigma_x=1.0, theta=[0.0, -0.0])
