@@ -6,7 +6,8 @@ its own; times are the best of ``REPEATS`` runs. Every case does the same work: 
 pixel, then read every pixel once with a float64 sum.
 
 * ``in-memory``: one ``gaussheat_gpu.render`` call on the Numba backend (all cores), then the sum
-  of the map; the call alone is reported beside it;
+  of the map; the call alone is reported beside it, and in a row of its own the same render into
+  an ``out=`` buffer rendered into before (no fresh 1 GiB output to fault in), then the sum;
 * ``dask-1`` / ``dask-2``: ``gaussheat_gpu.dask.render`` on a ``distributed.LocalCluster`` of one
   worker (one task at a time, Numba on all cores) or two workers (Numba on one thread each:
   ``NUMBA_NUM_THREADS=1`` for the workers only, the caller plans on every core), chunks of 2048^2,
@@ -98,16 +99,22 @@ def run_case(case, tiny):
     result = dict(case=case, shape=list(work.shape), kernels=len(work.kernels))
     if case == "in-memory":
         _warm_numba()
-        times, call_times = [], []
+        times, call_times, reused_times = [], [], []
         for _ in range(REPEATS):
             start = time.perf_counter()
             heat = gh.render(work.kernels, work.shape, backend="numba", **work.options)
             call_times.append(time.perf_counter() - start)
             checksum = float(heat.sum(dtype=np.float64))
             times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            gh.render(work.kernels, work.shape, backend="numba", out=heat, **work.options)
+            reused_checksum = float(heat.sum(dtype=np.float64))
+            reused_times.append(time.perf_counter() - start)
+            assert reused_checksum == checksum
             del heat
         return dict(result, seconds=min(times), all_seconds=times, call_seconds=min(call_times),
-                    all_call_seconds=call_times, checksum=checksum, peak_rss=_peak_rss())
+                    all_call_seconds=call_times, reused_out_seconds=min(reused_times),
+                    all_reused_out_seconds=reused_times, checksum=checksum, peak_rss=_peak_rss())
 
     import distributed
 
@@ -187,6 +194,9 @@ def table(results, machine, tiny, loads=None):
         chunks = "whole map" if r["case"] == "in-memory" else r["chunks"]
         lines.append(f"| {r['case']} | {shape}, {r['kernels']:,} kernels | {chunks} | {r['seconds']:.2f} s{extra}"
                      f" | {ratio} | {memory} | {check} |")
+        if "reused_out_seconds" in r:
+            lines.append(f"| in-memory into a reused `out=` | {shape}, {r['kernels']:,} kernels | whole map | "
+                         f"{r['reused_out_seconds']:.2f} s | {r['reused_out_seconds'] / r['seconds']:.2f}x | | same sum |")
     return "\n".join(lines) + "\n"
 
 
