@@ -99,13 +99,14 @@ def run_case(case, tiny):
     result = dict(case=case, shape=list(work.shape), kernels=len(work.kernels))
     if case == "in-memory":
         _warm_numba()
-        times, call_times, reused_times = [], [], []
+        times, call_times, reused_times, cpu_times = [], [], [], []
         for _ in range(REPEATS):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             heat = gh.render(work.kernels, work.shape, backend="numba", **work.options)
             call_times.append(time.perf_counter() - start)
             checksum = float(heat.sum(dtype=np.float64))
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu)
             start = time.perf_counter()
             gh.render(work.kernels, work.shape, backend="numba", out=heat, **work.options)
             reused_checksum = float(heat.sum(dtype=np.float64))
@@ -114,7 +115,8 @@ def run_case(case, tiny):
             del heat
         return dict(result, seconds=min(times), all_seconds=times, call_seconds=min(call_times),
                     all_call_seconds=call_times, reused_out_seconds=min(reused_times),
-                    all_reused_out_seconds=reused_times, checksum=checksum, peak_rss=_peak_rss())
+                    all_reused_out_seconds=reused_times, cpu_seconds=min(cpu_times), all_cpu_seconds=cpu_times,
+                    checksum=checksum, peak_rss=_peak_rss())
 
     import distributed
 
@@ -126,9 +128,10 @@ def run_case(case, tiny):
                                   dashboard_address=None, worker_dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         warm_rss = client.run(_warm_numba)
-        times, graph_times = [], []
+        times, graph_times, cpu_times = [], [], []
         for _ in range(REPEATS):
-            start = time.perf_counter()
+            workers_cpu = sum(client.run(time.process_time).values())
+            start, cpu = time.perf_counter(), time.process_time()
             heat = ghd.render(work.kernels, work.shape, chunks=chunks, backend="numba", **work.options)
             built = time.perf_counter()
             if case.endswith("gather"):
@@ -139,9 +142,11 @@ def run_case(case, tiny):
                 checksum = float(heat.sum(dtype=np.float64).compute())
             times.append(time.perf_counter() - start)
             graph_times.append(built - start)
+            # CPU of the caller (and the scheduler, which LocalCluster runs in it) and of the workers
+            cpu_times.append(time.process_time() - cpu + sum(client.run(time.process_time).values()) - workers_cpu)
         peaks = client.run(_peak_rss)
     return dict(result, chunks=chunks, seconds=min(times), all_seconds=times, graph_seconds=min(graph_times),
-                checksum=checksum,
+                cpu_seconds=min(cpu_times), all_cpu_seconds=cpu_times, checksum=checksum,
                 workers=n_workers, worker_rss_after_warmup=sorted(warm_rss.values()),
                 worker_peak_rss=sorted(peaks.values()), peak_rss=_peak_rss())
 
@@ -169,8 +174,10 @@ def table(results, machine, tiny, loads=None):
              f"Machine: `{machine}`, {os.cpu_count()} cores. Command: `python bench/dask_bench.py"
              f"{' --tiny' if tiny else ''}`.{load} Best of {REPEATS} runs per case. Every case renders "
              f"every pixel and reads each once with a float64 sum; `vs in-memory` divides by the in-memory "
-             f"call and its sum (in brackets: by the call alone).", "",
-             "| case | map | chunks | time | vs in-memory | peak memory | check |", "|---|---|---|---:|---:|---|---|"]
+             f"call and its sum (in brackets: by the call alone). CPU: seconds of every process (caller, "
+             f"scheduler, workers), which other load on the machine inflates less than wall time.", "",
+             "| case | map | chunks | time | vs in-memory | CPU | peak memory | check |",
+             "|---|---|---|---:|---:|---:|---|---|"]
     for r in results:
         shape = "x".join(map(str, r["shape"]))
         ratio = ""
@@ -192,11 +199,15 @@ def table(results, machine, tiny, loads=None):
         if "call_seconds" in r:
             extra = f" (call {r['call_seconds']:.2f} s)"
         chunks = "whole map" if r["case"] == "in-memory" else r["chunks"]
+        cpu = f"{r['cpu_seconds']:.2f} s" if "cpu_seconds" in r else ""
+        if cpu and base and r is not base:
+            cpu += f" ({r['cpu_seconds'] / base['cpu_seconds']:.2f}x)"
         lines.append(f"| {r['case']} | {shape}, {r['kernels']:,} kernels | {chunks} | {r['seconds']:.2f} s{extra}"
-                     f" | {ratio} | {memory} | {check} |")
+                     f" | {ratio} | {cpu} | {memory} | {check} |")
         if "reused_out_seconds" in r:
             lines.append(f"| in-memory into a reused `out=` | {shape}, {r['kernels']:,} kernels | whole map | "
-                         f"{r['reused_out_seconds']:.2f} s | {r['reused_out_seconds'] / r['seconds']:.2f}x | | same sum |")
+                         f"{r['reused_out_seconds']:.2f} s | {r['reused_out_seconds'] / r['seconds']:.2f}x | | | "
+                         f"same sum |")
     return "\n".join(lines) + "\n"
 
 
