@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CASES = ("in-memory", "dask-1", "dask-2", "dask-1-4096", "dask-2-4096", "dask-2-gather", "zarr")
-REPEATS = 3
+REPEATS = 5
 SIZES = {False: dict(size=16384, n_kernels=1_000_000, chunks=2048, big_chunks=4096, zarr_size=32768,
                      zarr_kernels=4_000_000, zarr_chunks=4096),
          True: dict(size=1024, n_kernels=4000, chunks=256, big_chunks=512, zarr_size=2048, zarr_kernels=16000,

@@ -47,7 +47,8 @@ from .planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, fix_count_normal
 __all__ = ["render", "to_zarr"]
 
 # Numba's parallel kernels already use every core of a process; chunks of one process take turns
-# (and Numba's default "workqueue" threading layer must not be entered from two threads at once).
+# (and Numba's "workqueue" threading layer must not be entered from two threads at once). The
+# compiled planner (make_plan(compiled=True), for every backend) is parallel code too.
 _NUMBA_LOCK = threading.Lock()
 
 
@@ -205,7 +206,8 @@ def _partition(kernels, spec, options, where=""):
         if not isinstance(kernels, Kernels):
             kernels = Kernels.from_columns(kernels)
         kernels = kernels.to(np)
-        plan = make_plan(kernels, spec.grid, dtype=spec.dtype, compiled=True, **options)
+        with _NUMBA_LOCK:
+            plan = make_plan(kernels, spec.grid, dtype=spec.dtype, compiled=True, **options)
     except (ValueError, TypeError) as exc:
         if not where:
             raise
@@ -329,8 +331,9 @@ def _render_block(pieces, block, spec):
     """Render chunk ``block`` from the kernels that meet it, planned on the whole grid."""
     module = backends.get(spec.backend)
     kernels, truncate, sums = _join(pieces, spec)
-    plan = make_plan(kernels, spec.grid, combine=spec.combine, normalize=spec.normalize, truncate=truncate,
-                     dtype=spec.dtype, compiled=True)
+    with _NUMBA_LOCK:
+        plan = make_plan(kernels, spec.grid, combine=spec.combine, normalize=spec.normalize, truncate=truncate,
+                         dtype=spec.dtype, compiled=True)
     if sums is not None:
         plan = fix_count_normaliser(plan, sums[plan.kernel_index])
     plan = window_plan(plan, spec.window(block))
