@@ -37,6 +37,7 @@ from dask.base import is_dask_collection, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import backends
+from ._workspace import Workspace
 from ._xp import to_host
 from .api import _resolve_dtype
 from .backends.numpy_backend import box_sums
@@ -50,6 +51,9 @@ __all__ = ["render", "to_zarr"]
 # (and Numba's "workqueue" threading layer must not be entered from two threads at once). The
 # compiled planner (make_plan(compiled=True), for every backend) is parallel code too.
 _NUMBA_LOCK = threading.Lock()
+# A task's whole-grid plan lives only until its window is cut (window_plan copies the rows it keeps):
+# its tables reuse one buffer per worker thread instead of page-faulting fresh memory in every task.
+_TASK_WORKSPACE = Workspace()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,7 +337,7 @@ def _render_block(pieces, block, spec):
     kernels, truncate, sums = _join(pieces, spec)
     with _NUMBA_LOCK:
         plan = make_plan(kernels, spec.grid, combine=spec.combine, normalize=spec.normalize, truncate=truncate,
-                         dtype=spec.dtype, compiled=True)
+                         dtype=spec.dtype, compiled=True, workspace=_TASK_WORKSPACE)
     if sums is not None:
         plan = fix_count_normaliser(plan, sums[plan.kernel_index])
     plan = window_plan(plan, spec.window(block))
