@@ -145,7 +145,7 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
     options = dict(combine=combine, normalize=normalize, truncate=truncate)
     # bad modes or truncate raise here, not in a task
     make_plan(Kernels([], [], 1.0), spec.grid, combine=combine, normalize=normalize, truncate=spec.truncate)
-    name = "gaussheat-render-" + tokenize(_token_of(kernels), spec, options)
+    name = "gaussheat-render-" + tokenize(_token_of(kernels, spec.grid), spec, options)
     if _is_collection(kernels):
         if per_kernel_truncate:
             raise TypeError("truncate: one value per kernel needs host kernels (a Kernels), not a Dask collection")
@@ -192,9 +192,11 @@ def _is_collection(kernels):
     return isinstance(kernels, Mapping) and any(is_dask_collection(v) for v in kernels.values())
 
 
-def _token_of(kernels):
+def _token_of(kernels, grid):
+    """What names ``kernels`` in the render's token: the columns of a ``Kernels`` as tasks get them
+    (a shared value as one scalar: less to hash), anything else as given."""
     if isinstance(kernels, Kernels):
-        return kernels.to(np).as_dict()
+        return _columns(kernels.to(np), grid)
     return kernels
 
 
@@ -217,7 +219,8 @@ def _partition(kernels, spec, options, where=""):
             raise
         raise type(exc)(f"{where}: {exc}") from None
     offsets, ids = _chunk_lists(plan.boxes, spec)
-    rows = np.take(plan.kernel_index, ids)  # kernel indices, chunk by chunk
+    # kernel indices, chunk by chunk (plan rows are kernel indices where every kernel has a pixel)
+    rows = ids if plan.n_kernels == len(kernels) else np.take(plan.kernel_index, ids)
     columns = {name: values if np.ndim(values) == 0 else np.take(values, rows)
                for name, values in _columns(kernels, spec.grid).items()}
     truncate = options["truncate"]
