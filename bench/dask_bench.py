@@ -2,8 +2,10 @@
 
 The map is G1's large map (``workloads.g1_large_map``: 16384 x 16384, 1,000,000 kernels, sigma
 1-8, sum of pdfs, t=3). Each case runs in a new Python process, so its peak resident memory is
-its own; times are the best of ``REPEATS`` runs. Every case does the same work: render every
-pixel, then read every pixel once with a float64 sum.
+its own. The compared cases run in ``ROUNDS`` passes (in-memory, dask-1, ..., then again), so that
+a burst of other load on a shared machine hits every case alike; a case's time is its best of
+``ROUNDS`` x ``REPEATS`` runs, its memory the largest peak. Every case does the same work: render
+every pixel, then read every pixel once with a float64 sum.
 
 * ``in-memory``: one ``gaussheat_gpu.render`` call on the Numba backend (all cores), then the sum
   of the map; the call alone is reported beside it, and in a row of its own the same render into
@@ -45,7 +47,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CASES = ("in-memory", "dask-1", "dask-2", "dask-1-4096", "dask-2-4096", "dask-2-gather", "zarr")
-REPEATS = 5
+REPEATS = 3  # timed runs per process
+ROUNDS = 3  # passes over the compared cases, each case in a new process every pass
+ROUNDS_CASES = ("in-memory", "dask-1", "dask-2", "dask-1-4096", "dask-2-4096")
 SIZES = {False: dict(size=16384, n_kernels=1_000_000, chunks=2048, big_chunks=4096, zarr_size=32768,
                      zarr_kernels=4_000_000, zarr_chunks=4096),
          True: dict(size=1024, n_kernels=4000, chunks=256, big_chunks=512, zarr_size=2048, zarr_kernels=16000,
@@ -148,6 +152,7 @@ def run_case(case, tiny):
             cpu_times.append(time.process_time() - cpu + sum(client.run(time.process_time).values()) - workers_cpu)
         peaks = client.run(_peak_rss)
     return dict(result, chunks=chunks, seconds=min(times), all_seconds=times, graph_seconds=min(graph_times),
+                all_graph_seconds=graph_times,
                 cpu_seconds=min(cpu_times), all_cpu_seconds=cpu_times, checksum=checksum,
                 workers=n_workers, worker_rss_after_warmup=sorted(warm_rss.values()),
                 worker_peak_rss=sorted(peaks.values()), peak_rss=_peak_rss())
@@ -161,6 +166,22 @@ def run_in_new_process(case, tiny):
     if done.returncode:
         raise RuntimeError(f"case {case} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def merge_runs(runs):
+    """One result from a case's processes: the best times, the largest peaks, every time kept."""
+    if len(runs) == 1:
+        return runs[0]
+    merged = dict(runs[0])
+    for key in [k for k in merged if k.startswith("all_")]:
+        merged[key] = [t for r in runs for t in r[key]]
+        merged[key[4:]] = min(merged[key])
+    for key in ("peak_rss", "worker_peak_rss", "worker_rss_after_warmup"):
+        if key in merged:
+            merged[key] = (max(r[key] for r in runs) if key == "peak_rss"
+                           else [max(column) for column in zip(*(r[key] for r in runs))])
+    merged["processes"] = len(runs)
+    return merged
 
 
 def _gib(n):
@@ -188,7 +209,8 @@ def table(results, machine, tiny, loads=None):
     load = f" Load average before {loads[0]:.2f}, after {loads[1]:.2f}." if loads else ""
     lines = [f"# D1: Dask and Zarr, {datetime.date.today()}{' (tiny sizes)' if tiny else ''}", "",
              f"Machine: `{machine}`, {os.cpu_count()} cores. Command: `python bench/dask_bench.py"
-             f"{' --tiny' if tiny else ''}`.{load} Best of {REPEATS} runs per case. Every case renders "
+             f"{' --tiny' if tiny else ''}`.{load} Best of {ROUNDS} x {REPEATS} runs for the compared cases "
+             f"(a new process per pass, passes interleaved), {REPEATS} for the others. Every case renders "
              f"every pixel and reads each once with a float64 sum. `vs in-memory` divides by the faster "
              f"in-memory row (a fresh output, or a reused `out=` with no pages to fault in); CPU: seconds of "
              f"every process (caller, the scheduler in it, workers), divided by the lesser in-memory CPU.", "",
@@ -230,11 +252,15 @@ def main(argv=None):
         return 0
     from bench import report
 
-    results = []
+    cases = args.cases.split(",")
     load_before = os.getloadavg()[0]
-    for case in args.cases.split(","):
-        print(f"running {case} ...", flush=True)
-        results.append(run_in_new_process(case, args.tiny))
+    runs = {case: [] for case in cases}
+    for round_ in range(ROUNDS):
+        for case in cases:
+            if round_ == 0 or case in ROUNDS_CASES:
+                print(f"running {case} (pass {round_ + 1}) ...", flush=True)
+                runs[case].append(run_in_new_process(case, args.tiny))
+    results = [merge_runs(runs[case]) for case in cases]
     info = report.machine_info()
     machine = report.machine_name(info)
     text = table(results, f"{machine}: {info['cpu']}", args.tiny, (load_before, os.getloadavg()[0]))

@@ -469,6 +469,10 @@ def test_d1_benchmark_cases_run_at_tiny_size():
 
     results = [dask_bench.run_case(case, tiny=True) for case in ("in-memory", "zarr")]
     assert results[0]["shape"] == [1024, 1024] and results[0]["checksum"] > 0
+    again = dask_bench.run_case("in-memory", tiny=True)
+    merged = dask_bench.merge_runs([results[0], again])
+    assert merged["seconds"] == min(results[0]["seconds"], again["seconds"]) and merged["processes"] == 2
+    assert len(merged["all_seconds"]) == 2 * dask_bench.REPEATS and merged["peak_rss"] >= again["peak_rss"]
     assert results[1]["output_bytes"] == 2048 * 2048 * 4 and results[1]["corner_max"] > 0
     text = dask_bench.table(results, "test machine", tiny=True)
     assert "| in-memory |" in text and "Mpixel/s" in text
