@@ -785,7 +785,7 @@ def fix_count_normaliser(plan: Plan, box_sums) -> Plan:
                 plan.kernel_index, plan.axis_aligned, plan.xp)
 
 
-def window_plan(plan: Plan, window) -> Plan:
+def window_plan(plan: Plan, window, workspace=None) -> Plan:
     """The part of ``plan`` inside a window of its grid, as a plan on the window's own grid.
 
     Every kernel keeps the coefficients and the support box decided on the whole grid (integer
@@ -802,6 +802,9 @@ def window_plan(plan: Plan, window) -> Plan:
         :func:`fix_count_normaliser`).
     window : sequence of (start, stop)
         Half-open index ranges, one per axis of ``plan.grid.shape``.
+    workspace : gaussheat_gpu._workspace.Workspace, optional
+        Where the window's tables go (host plans): reused memory, so the result is valid only until
+        the same thread cuts a window with it again. Default: fresh arrays.
 
     Returns
     -------
@@ -832,14 +835,22 @@ def window_plan(plan: Plan, window) -> Plan:
             keep &= (index >= a) & (index < b)
             local_image = local_image * (b - a) + (index - a)
     rows = xp.nonzero(keep)[0]
-    boxes = boxes[rows]
-    new_boxes = xp.empty_like(boxes)
+    workspace = workspace if xp is np else None
+
+    def take(name, table):  # the kept rows of a table ("clip": valid rows, no buffered copy)
+        if workspace is None:
+            return table[rows]
+        return np.take(table, rows, axis=0, mode="clip",
+                       out=workspace.empty(name, (rows.shape[0], table.shape[1]), table.dtype))
+
+    boxes = take("window_box_rows", boxes)
+    new_boxes = xp.empty_like(boxes) if workspace is None else workspace.empty("window_boxes", boxes.shape, boxes.dtype)
     new_boxes[:, B_COL0] = xp.maximum(boxes[:, B_COL0], col0) - col0
     new_boxes[:, B_COL1] = xp.minimum(boxes[:, B_COL1], col1 - 1) - col0
     new_boxes[:, B_ROW0] = xp.maximum(boxes[:, B_ROW0], row0) - row0
     new_boxes[:, B_ROW1] = xp.minimum(boxes[:, B_ROW1], row1 - 1) - row0
     new_boxes[:, B_IMAGE] = local_image[rows]
-    params = plan.params[rows]  # a copy (fancy indexing)
+    params = take("window_params", plan.params)  # a copy
     params[:, P_CX] -= col0
     params[:, P_CY] -= row0
     shape = tuple(b - a for a, b in window)

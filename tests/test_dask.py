@@ -184,6 +184,22 @@ def test_window_of_a_count_plan_is_refused():
         planning.window_plan(fixed, ((0, 4), (4, 9)))
 
 
+def test_window_plan_in_a_workspace_equals_fresh_tables():
+    from gaussheat_gpu._workspace import Workspace
+
+    # tables past the workspace's small-array cut-off (64 KiB): 2,000 kernels
+    plan = planning.make_plan(seam_kernels(n=2000), planning.make_grid((60, 70)), truncate=3.0)
+    workspace = Workspace()
+    for window in (((0, 16), (20, 40)), ((44, 60), (60, 70)), ((0, 60), (0, 70))):
+        fresh = planning.window_plan(plan, window)
+        reused = planning.window_plan(plan, window, workspace)
+        assert reused.grid == fresh.grid and reused.axis_aligned == fresh.axis_aligned and 0 < reused.n_kernels
+        for table in ("params", "boxes", "kernel_index"):
+            np.testing.assert_array_equal(getattr(reused, table), getattr(fresh, table))
+    again = planning.window_plan(plan, window, workspace)
+    assert np.shares_memory(again.params, reused.params) and np.shares_memory(again.boxes, reused.boxes)
+
+
 def test_box_sums_match_a_direct_sum_with_kernels_spanning_steps(monkeypatch):
     kernels = seam_kernels(n=60, seed=4)
     plan = planning.make_plan(kernels, planning.make_grid((60, 70)), normalize="count", truncate=None)
