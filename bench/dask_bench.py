@@ -17,6 +17,10 @@ every pixel, then read every pixel once with a float64 sum.
   the in-memory map's sum); the peak resident memory of each worker process. The time includes
   building the graph (planning and binning the kernels, sending each chunk's kernels to the
   workers); ``-4096`` cases use chunks of 4096^2 (64 MiB of float32, 16 tasks);
+* ``dask-1-malloc``: ``dask-1`` with glibc's own memory trimming in the worker: Dask's nanny sets
+  ``MALLOC_TRIM_THRESHOLD_=65536`` in every worker (freed memory goes back to the system at once,
+  so each chunk's output and temporaries are page-faulted afresh); here that setting is removed
+  (``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null``);
 * ``dask-2-gather``: the same two workers, the whole map gathered into the caller;
 * ``zarr``: ``gaussheat_gpu.dask.to_zarr`` of a 32768 x 32768 map (4 GiB of float32, 4,000,000
   kernels: the same density) on the threaded scheduler, with its pixels per second and peak memory.
@@ -46,10 +50,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CASES = ("in-memory", "dask-1", "dask-2", "dask-1-4096", "dask-2-4096", "dask-2-gather", "zarr")
+CASES = ("in-memory", "dask-1", "dask-2", "dask-1-4096", "dask-2-4096", "dask-1-malloc", "dask-2-gather", "zarr")
 REPEATS = 3  # timed runs per process
 ROUNDS = 3  # passes over the compared cases, each case in a new process every pass
-ROUNDS_CASES = ("in-memory", "dask-1", "dask-2", "dask-1-4096", "dask-2-4096")
+ROUNDS_CASES = ("in-memory", "dask-1", "dask-2", "dask-1-4096", "dask-2-4096", "dask-1-malloc")
 SIZES = {False: dict(size=16384, n_kernels=1_000_000, chunks=2048, big_chunks=4096, zarr_size=32768,
                      zarr_kernels=4_000_000, zarr_chunks=4096),
          True: dict(size=1024, n_kernels=4000, chunks=256, big_chunks=512, zarr_size=2048, zarr_kernels=16000,
@@ -124,8 +128,11 @@ def run_case(case, tiny):
                     reused_out_cpu_seconds=min(reused_cpu_times), all_reused_out_cpu_seconds=reused_cpu_times,
                     checksum=checksum, peak_rss=_peak_rss())
 
+    import dask
     import distributed
 
+    if case.endswith("-malloc"):
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
     n_workers = 2 if case.startswith("dask-2") else 1
     chunks = sizes["big_chunks"] if case.endswith("-4096") else sizes["chunks"]
     # two single-core workers on two cores; the caller (planning, binning) keeps every core
