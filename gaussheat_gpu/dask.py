@@ -165,7 +165,7 @@ def _make_spec(shape, chunks, combine, normalize, truncate, extent, dtype, backe
     grid = make_grid(shape, extent)
     dtype = _resolve_dtype(dtype, None)
     module = backends.get(backend)
-    name = module.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+    name = backends.name_of(module)
     _check_chunks(chunks)
     block_chunks = da.core.normalize_chunks(chunks, grid.shape, dtype=dtype)
     bounds = tuple(np.concatenate(([0], np.cumsum(c))).astype(np.int64) for c in block_chunks)
