@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from . import backends
 from .kernel_set import Kernels
-from .planning import B_COL0, B_COL1, B_ROW0, B_ROW1, make_grid, make_plan
+from .planning import make_grid, make_plan
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Asking a device for its free memory costs several microseconds (a /proc read on the host);
@@ -19,13 +18,6 @@ _CHECK_MEMORY_ABOVE = 64 * 2**20
 # Bytes per kernel the planning step may hold at once: the plan's tables (10 float64 parameters,
 # 5 int64 box fields, an index) and as much again in temporaries.
 PLAN_BYTES_PER_KERNEL = 2 * 8 * 16
-# A new host output of at least SPARSE_MIN_BYTES whose kernel boxes hold fewer pixels than
-# SPARSE_COVERAGE of it (training targets: most class planes empty) is allocated zeroed and
-# rendered with accumulate, which gives the same pixels (every combine starts from 0). Memory that
-# large comes fresh from the operating system, zeroed as it is first touched, so the render skips
-# its own pass zeroing every pixel; a denser map keeps the pass that writes each pixel once.
-SPARSE_MIN_BYTES = 8 * 2**20
-SPARSE_COVERAGE = 0.5
 
 
 def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, extent=None,
@@ -121,20 +113,9 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
         if needed > _CHECK_MEMORY_ABOVE:
             _check_memory(module, grid, dtype, needed, lambda: output_bytes + call_bytes(plan, exact=True))
     if out is None:
-        if module.xp is np and output_bytes >= SPARSE_MIN_BYTES and _box_pixels(plan) < SPARSE_COVERAGE * math.prod(grid.shape):
-            out = np.zeros(grid.shape, dtype=dtype)
-            plan = dataclasses.replace(plan, accumulate=True)
-        else:
-            out = module.xp.empty(grid.shape, dtype=dtype)
+        out = module.xp.empty(grid.shape, dtype=dtype)
     module.render(plan, out)
     return out
-
-
-def _box_pixels(plan):
-    """Pixels in the plan's support boxes, counted once per kernel."""
-    boxes = plan.boxes
-    heights = boxes[:, B_ROW1] - boxes[:, B_ROW0] + 1
-    return int(heights @ (boxes[:, B_COL1] - boxes[:, B_COL0] + 1))
 
 
 def _check_memory(module, grid, dtype, needed, exact=None):

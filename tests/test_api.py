@@ -136,27 +136,3 @@ def test_axis_aligned_shortcut_plans_the_same_bits_as_the_rotated_path():
         np.testing.assert_array_equal(mixed.params[keep], aligned.params)
         np.testing.assert_array_equal(mixed.boxes[keep], aligned.boxes)
 
-
-@pytest.mark.parametrize("combine", ["sum", "max", "por"])
-@pytest.mark.parametrize("normalize", ["peak", "count"])
-def test_sparse_outputs_start_zeroed_and_equal_a_full_write(backend, monkeypatch, combine, normalize):
-    """A large output whose kernels cover little of it is allocated zeroed and accumulated into
-    (most pixels never written by the render): bit for bit the pixels of the pass that writes
-    every pixel, with negative amplitudes (max keeps 0), several images and kernels off the map."""
-    from gaussheat_gpu import api
-
-    rng = np.random.default_rng(5)
-    n = 300
-    amplitude = rng.uniform(0.1, 0.9, n) if combine == "por" else rng.uniform(-1, 1, n)
-    k = gh.Kernels(x=rng.uniform(-20, 276, n), y=rng.uniform(-20, 276, n), sigma_x=rng.uniform(0.5, 4, n),
-                   sigma_y=rng.uniform(0.5, 4, n), theta=rng.uniform(0, 3, n) * (np.arange(n) % 2),
-                   amplitude=amplitude, image=rng.integers(0, 40, n))
-    shape = (40, 256, 256)  # 10 MiB of float32
-    options = dict(combine=combine, normalize=normalize, truncate=3.0, backend=backend)
-    assert api._box_pixels(api.make_plan(k, api.make_grid(shape, None), combine=combine, normalize=normalize,
-                                         truncate=3.0)) < api.SPARSE_COVERAGE * np.prod(shape)
-    sparse = gh.render(k, shape, **options)
-    monkeypatch.setattr(api, "SPARSE_COVERAGE", 0.0)
-    full = gh.render(k, shape, **options)
-    np.testing.assert_array_equal(sparse, full)
-    assert np.count_nonzero(full) > 0
