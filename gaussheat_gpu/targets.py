@@ -671,6 +671,9 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
     ValueError, TypeError
         Wrong shapes, non-finite points, bad sigma, ``k < 1``, an adaptive sigma of 0 (a head with
         its ``k`` nearest heads all at its own position: remove duplicate annotations).
+    gaussheat_gpu.backends.BackendUnavailable
+        ``sigma="adaptive"``, ``"constant"`` or ``"reflect"`` where Numba cannot run (their
+        per-head passes are compiled code, whatever ``backend`` renders).
 
     Notes
     -----
@@ -680,8 +683,9 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
     They cannot agree for sub-pixel heads, which a delta image cannot hold: those get the same
     Gaussian sampled around the true centre, normalised over its window. ``"count"`` differs from
     both only at the borders. The adaptive sigmas (the same distances as scipy's cKDTree query)
-    and the window sums of ``"constant"`` and ``"reflect"`` are computed on the host, by compiled
-    code: device inputs are copied there for that step.
+    and the window sums of ``"constant"`` and ``"reflect"`` are computed on the host by compiled,
+    multi-threaded code (Numba; its first call in a new environment compiles it, ~4 s on 2 cores,
+    unless ``gaussheat warmup`` ran): device inputs are copied there for that step.
 
     Examples
     --------
@@ -806,6 +810,8 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
     ValueError
         ``k < 1``, ``beta <= 0``, ``lone_sigma <= 0``, a head whose ``k`` nearest heads all sit
         at its own position (sigma 0), or one whose distance to them overflows (sigma infinite).
+    gaussheat_gpu.backends.BackendUnavailable
+        Numba cannot run here (the nearest-neighbour search is compiled code).
 
     Examples
     --------
@@ -813,8 +819,6 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
     >>> adaptive_sigma(np.array([[0.0, 0.0], [3.0, 4.0]]), None, (10, 10), k=3).tolist()
     [1.5, 1.5]
     """
-    from .backends.numba.neighbours import mean_nearest_distances
-
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k = {k!r} must be an integer >= 1")
     if not (math.isfinite(beta) and beta > 0):
@@ -832,8 +836,8 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
         n_present = present.size
     mean, count = np.empty(n), np.empty(n, dtype=np.int64)
     points = np.asarray(points, dtype=np.float64)
-    mean_nearest_distances(np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1]),
-                           image.astype(np.int64, copy=False), n_present, int(k), mean, count)
+    x, y = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
+    _compiled().mean_nearest_distances(x, y, image.astype(np.int64, copy=False), n_present, int(k), mean, count)
     sigma = np.where(count > 0, beta * mean, lone)
     zero = np.flatnonzero(sigma <= 0)
     if zero.size:
@@ -848,14 +852,22 @@ def adaptive_sigma(points, image, shape, *, k=3, beta=0.3, lone_sigma=None):
     return sigma
 
 
+def _compiled():
+    """The compiled per-head passes (:mod:`gaussheat_gpu.backends.numba.neighbours`: parallel Numba
+    code); ``BackendUnavailable`` with the reason where Numba cannot run here (for instance in a
+    child forked after GNU OpenMP threads ran, where parallel code would abort)."""
+    backends.get("numba")
+    from .backends.numba import neighbours
+
+    return neighbours
+
+
 def _window_sums(centre, sigma, half, xp):
     """Sum of ``exp(-d^2 / (2 sigma^2))`` over the pixels ``d = p - centre`` of each head's window
     ``ceil(centre - half) .. floor(centre + half)`` (the render box, unclipped), on the host."""
-    from .backends.numba.neighbours import window_sums
-
     centre, sigma, half = (np.ascontiguousarray(_to_xp(a, np), dtype=np.float64) for a in (centre, sigma, half))
     sums = np.empty(centre.shape)
-    window_sums(centre, sigma, half, sums)
+    _compiled().window_sums(centre, sigma, half, sums)
     return xp.asarray(sums)
 
 

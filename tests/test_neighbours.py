@@ -185,3 +185,18 @@ def test_python_bodies_without_jit_match_brute_force():
         np.testing.assert_allclose(means, expected_means, rtol=1e-13)
     centre, sigma, sums = (np.array(v) for v in result["sums"])
     np.testing.assert_allclose(sums, direct_window_sums(centre, sigma, 4 * sigma), rtol=1e-13)
+
+
+def test_density_map_says_why_when_numba_cannot_run(monkeypatch):
+    """Where Numba cannot run (a child forked after OpenMP threads, a broken install), the compiled
+    passes are refused with the registry's reason instead of being called."""
+    from gaussheat_gpu import backends
+
+    monkeypatch.setitem(backends._reasons, "numba", "forked after GNU OpenMP ran")
+    monkeypatch.delitem(backends._loaded, "numba", raising=False)
+    points = np.array([[3.0, 4.0], [10.0, 12.0], [20.0, 5.0]])
+    with pytest.raises(backends.BackendUnavailable, match="forked after GNU OpenMP ran"):
+        density_map(points, (32, 32), sigma="adaptive", backend="numpy")
+    with pytest.raises(backends.BackendUnavailable, match="forked after GNU OpenMP ran"):
+        density_map(points, (32, 32), sigma=2.0, border="constant", backend="numpy")
+    assert density_map(points, (32, 32), sigma=2.0, border="count", backend="numpy").sum() == pytest.approx(3, rel=1e-5)

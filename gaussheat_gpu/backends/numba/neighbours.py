@@ -15,13 +15,16 @@ import math
 
 import numpy as np
 
+from numba import prange
+
 from .cache import jit
 
 CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
+HEADS_PER_TASK = 512  # heads searched per parallel task
 WIDE_WINDOW = 2**20  # pixels; wider windows are summed in closed form
 
 
-@jit(entry=True)
+@jit(entry=True, parallel=True)
 def mean_nearest_distances(x, y, image, n_images, k, means, counts):
     """Into ``means``: each head's mean distance to its ``k`` nearest other heads of its image (to
     all of them where the image holds ``k`` or fewer others); into ``counts``: how many that is.
@@ -61,10 +64,22 @@ def mean_nearest_distances(x, y, image, n_images, k, means, counts):
         order[fill[cell_of[i]]] = i
         fill[cell_of[i]] += 1
     xs, ys = x[order], y[order]
+    grid = (x0, y0, cell, nx, ny)
+    for task in prange((n + HEADS_PER_TASK - 1) // HEADS_PER_TASK):
+        _nearest(task * HEADS_PER_TASK, min(n, (task + 1) * HEADS_PER_TASK), x, y, xs, ys, image, cell_of, starts,
+                 grid, k, means, counts)
+
+
+@jit
+def _nearest(first, stop, x, y, xs, ys, image, cell_of, starts, grid, k, means, counts):
+    """:func:`mean_nearest_distances` of heads ``first .. stop - 1``, from the sorted heads ``xs, ys``
+    and the cell lists ``starts``; ``grid`` is ``(x0, y0, cell, nx, ny)``."""
+    x0, y0, cell, nx, ny = grid
+    cells = nx * ny
     # The smallest squared distances so far, ascending (the head itself, 0, first): k + 1 of them,
     # or 4 for k < 3 (the slots past k + 1 are not read).
     best = np.empty(max(k + 1, 4))
-    for i in range(n):
+    for i in range(first, stop):
         for j in range(best.size):
             best[j] = np.inf
         base = image[i] * cells
@@ -145,7 +160,7 @@ def _walk_start(scale, d):
     return math.exp(scale * d * d), math.exp(scale * (2.0 * d + 1.0))
 
 
-@jit(entry=True)
+@jit(entry=True, parallel=True)
 def window_sums(centre, sigma, half, sums):
     """Into ``sums``: sum of ``exp(-d^2 / (2 sigma^2))`` over the pixels ``p`` of each head's window
     ``ceil(centre - half) .. floor(centre + half)``, ``d = p - centre``.
@@ -154,7 +169,7 @@ def window_sums(centre, sigma, half, sums):
     whose relative error is about ``1 / (24 sigma^2)`` (below 1e-6 for them) instead of a loop over
     every pixel.
     """
-    for i in range(centre.size):
+    for i in prange(centre.size):
         c = centre[i]
         first, last = np.ceil(c - half[i]), np.floor(c + half[i])
         if last - first >= WIDE_WINDOW:
