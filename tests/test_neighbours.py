@@ -126,16 +126,17 @@ def direct_window_sums(centre, sigma, half):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(-1e4, 1e4), st.floats(0.05, 60), st.floats(0.0, 8.0)), min_size=1, max_size=20))
+@given(st.lists(st.tuples(st.floats(-1e4, 1e4), st.floats(0.05, 3000), st.floats(0.0, 8.0)), min_size=1, max_size=20))
 def test_window_sums_equal_the_direct_sum(heads):
-    """Sub-pixel and whole-pixel centres, sigmas from 0.05 to 60, windows from one pixel to 8 sigma."""
+    """Sub-pixel and whole-pixel centres, sigmas from 0.05 to 3,000, windows from one pixel to 8 sigma
+    (up to 48,000 pixels: the recurrence's rounding must not grow with the window)."""
     centre = np.array([c for c, _, _ in heads])
     centre[::2] = np.round(centre[::2])
     sigma = np.array([s for _, s, _ in heads])
     half = np.array([t for _, _, t in heads]) * sigma
     sums = np.empty(len(heads))
     window_sums(centre, sigma, half, sums)
-    np.testing.assert_allclose(sums, direct_window_sums(centre, sigma, half), rtol=1e-13)
+    np.testing.assert_allclose(sums, direct_window_sums(centre, sigma, half), rtol=2e-13)
 
 
 def test_window_sums_of_very_wide_windows_use_the_integral():

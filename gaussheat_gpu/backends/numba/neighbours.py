@@ -22,6 +22,7 @@ from .cache import jit
 CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
 HEADS_PER_TASK = 512  # heads searched per parallel task
 WIDE_WINDOW = 2**20  # pixels; wider windows are summed in closed form
+ANCHOR = 64  # pixels of a window-sum recurrence between restarts from exp
 
 
 @jit(entry=True, parallel=True)
@@ -155,9 +156,23 @@ def _merge(xs, ys, x, y, first, stop, best):
 
 
 @jit(forceinline=True)
-def _walk_start(scale, d):
-    """``exp(scale d^2)`` and ``exp(scale (2d + 1))``: a walk's first value and step ratio."""
-    return math.exp(scale * d * d), math.exp(scale * (2.0 * d + 1.0))
+def _walk(scale, d, count):
+    """``sum of exp(scale (d + j)^2)`` for ``j = 0 .. count - 1`` (``d >= 0``, ``scale < 0``).
+
+    By the recurrence g(d + 1) = g(d) r(d), r(d + 1) = r(d) exp(2 scale), with r(d) = exp(scale
+    (2d + 1)) <= 1 (no overflow), restarted from exp every ``ANCHOR`` pixels: rounding grows with
+    the square of the steps since the last restart, so it stays near 1e-13 for any window.
+    """
+    step = math.exp(2.0 * scale)
+    total = 0.0
+    for start in range(0, count, ANCHOR):
+        at = d + start
+        g, r = math.exp(scale * at * at), math.exp(scale * (2.0 * at + 1.0))
+        for _ in range(min(ANCHOR, count - start)):
+            total += g
+            g *= r
+            r *= step
+    return total
 
 
 @jit(entry=True, parallel=True)
@@ -178,38 +193,12 @@ def window_sums(centre, sigma, half, sums):
                        * (math.erf((last + 0.5 - c) / spread) - math.erf((first - 0.5 - c) / spread)))
             continue
         scale = -0.5 / (sigma[i] * sigma[i])
-        step = math.exp(2.0 * scale)
-        # Two walks outwards, from the first pixel at or right of the centre and from the one
-        # before it: g(d + 1) = g(d) r(d) and r(d + 1) = r(d) exp(2 scale), r(d) = exp(scale (2d + 1))
-        # <= 1. Interleaved, as each walk is a chain of dependent multiplies.
+        # Two walks outwards, from the first pixel at or right of the centre and from the one before.
         right = max(np.ceil(c), first)
         left = min(right - 1.0, last)
         n_right, n_left = int(max(last - right + 1.0, 0.0)), int(max(left - first + 1.0, 0.0))
-        g_right, r_right = _walk_start(scale, right - c)
+        total = _walk(scale, right - c, n_right)
         if right == c and n_left == n_right - 1:  # a whole-pixel centre: the left walk mirrors the right one
-            total = 0.0
-            for _ in range(n_right):
-                total += g_right
-                g_right *= r_right
-                r_right *= step
             sums[i] = 2.0 * total - 1.0
-            continue
-        g_left, r_left = _walk_start(scale, c - left)
-        total_right = total_left = 0.0
-        for _ in range(min(n_right, n_left)):
-            total_right += g_right
-            total_left += g_left
-            g_right *= r_right
-            g_left *= r_left
-            r_right *= step
-            r_left *= step
-        for _ in range(n_right - n_left):
-            total_right += g_right
-            g_right *= r_right
-            r_right *= step
-        for _ in range(n_left - n_right):
-            total_left += g_left
-            g_left *= r_left
-            r_left *= step
-        total = total_right + total_left
-        sums[i] = total
+        else:
+            sums[i] = total + _walk(scale, c - left, n_left)
