@@ -1,14 +1,14 @@
 """Compiled helpers of :func:`gaussheat_gpu.targets.density_map`: nearest-neighbour distances and
 window sums, the two per-head passes that cost more than the render itself in NumPy and scipy.
 
-:func:`mean_nearest_distances` buckets the heads of each image into a grid of square cells (about two
-heads a cell) and searches rings of cells around each head until no unvisited cell can hold a
-nearer one: the exact ``k`` smallest distances, as a k-d tree gives them, in a few microseconds
-per thousand heads instead of a millisecond. :func:`window_sums` sums each head's sampled Gaussian
-over its window with a two-multiply recurrence per pixel, walking outwards from the centre so that
-every factor is at most 1 (no overflow for any sigma or window).
+:func:`mean_nearest_distances` buckets the heads of each image into a grid of square cells (about
+``CELL_HEADS`` heads a cell) and searches rings of cells around each head until no unvisited cell
+can hold a nearer one: the exact ``k`` smallest distances, as a k-d tree gives them, in tens of
+microseconds per thousand heads instead of a millisecond. :func:`window_sums` sums each head's
+sampled Gaussian over its window with a two-multiply recurrence per pixel, walking outwards from
+the centre so that every factor is at most 1 (no overflow for any sigma or window) and restarting
+from ``exp`` every ``ANCHOR`` pixels. Both run on every Numba thread.
 """
-
 from __future__ import annotations
 
 import math
