@@ -9,6 +9,7 @@ sampled Gaussian over its window with a two-multiply recurrence per pixel, walki
 the centre so that every factor is at most 1 (no overflow for any sigma or window) and restarting
 from ``exp`` every ``ANCHOR`` pixels. Both run on every Numba thread.
 """
+
 from __future__ import annotations
 
 import math
