@@ -16,6 +16,7 @@ file               job
 ``factors.py``     the per-kernel scalar formulas the others share
 ``cache.py``       where compiled code is cached (with a fallback for read-only installs)
 ``warmup.py``      compiling every path ahead of time (``gaussheat warmup``)
+``neighbours.py``  ``targets.density_map``'s nearest-neighbour distances and window sums
 =================  ===========================================================================
 
 Modes (combine, normalize, accumulate) are run-time switches inside each compiled function; the

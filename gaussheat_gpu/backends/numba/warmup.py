@@ -113,6 +113,7 @@ def cache_status():
 
     planner = has(planning.plan_rows)
     binning = planner and has(tiles.bin_kernels)
+    trig = has(planning._libm_cos_sin)  # rotated kernels' planning
     status = {}
     for dtype in DTYPES:
         def bands(axis, rotated, dtype=dtype):
@@ -123,14 +124,15 @@ def cache_status():
             return binning and has(tiles.render_range, fits) and has(tiles.render_bands, fits)
 
         status["bands, axis-aligned kernels", dtype] = bands(True, False)
-        status["bands, rotated kernels", dtype] = bands(False, True) and has(planning._libm_cos_sin)
-        status["bands, both kinds", dtype] = bands(True, True)
+        status["bands, rotated kernels", dtype] = bands(False, True) and trig
+        status["bands, both kinds", dtype] = bands(True, True) and trig
         status["dense product", dtype] = planner and all(
             has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
             for function, at in ((dense.dense_factors, 3), (dense._dense_pack, 0), (dense._dense_panels, 2)))
         status["planner, parallel chunks", dtype] = has(planning.plan_chunks) and has(planning.plan_task)
-    status["density_map: k-NN, window sums", "any"] = (has(neighbours.mean_nearest_distances)
-                                                       and has(neighbours.window_sums))
+    status["density_map: k-NN, window sums", "any"] = all(
+        has(function) for function in (neighbours.cell_lists, neighbours.nearest_tasks, neighbours._nearest,
+                                       neighbours.window_sums))
     return status
 
 def _is_none(numba_type):
