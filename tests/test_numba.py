@@ -433,3 +433,18 @@ def test_pair_rows_without_jit_match_reference():
     calls, errors = json.loads(result.stdout.strip().splitlines()[-1])
     assert calls > 0, "the two-kernel pass was not taken"
     assert max(errors) <= TOLERANCE["float64"], errors
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exact_rotated_rows_ignore_an_infinite_first_pixel(dtype):
+    # A narrow untruncated rotated kernel takes the one-exp-per-pixel path; accumulating into rows
+    # whose first pixel is inf must leave every other pixel finite, as the NumPy backend does.
+    kernels = gh.Kernels(x=[32.0], y=[32.0], sigma_x=[0.4], sigma_y=[3.0], theta=[0.7])
+    expected = np.zeros((64, 64))
+    expected[:, 0] = np.inf
+    gh.render(kernels, (64, 64), backend="numpy", out=expected, accumulate=True, truncate=None)
+    out = np.zeros((64, 64), dtype)
+    out[:, 0] = np.inf
+    gh.render(kernels, (64, 64), backend="numba", out=out, accumulate=True, truncate=None)
+    assert not np.isnan(out).any()
+    np.testing.assert_allclose(out[:, 1:], expected[:, 1:], rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-30)

@@ -282,10 +282,9 @@ def _combine_rotated_rows(row, row2, column, down, row_factor, row_factor2, comb
 @jit
 def combine_exact_row(row, p, r, c0, c1, scale, combine, flush):
     """One exp per pixel: rotated kernels whose recurrences could underflow or overflow."""
-    zero = row[0] * 0
     for col in range(c0, c1 + 1):
         v = scale * _value(p, col, r)
-        vv = v if abs(v) >= flush else zero
+        vv = v if abs(v) >= flush else 0.0  # (not row[0] * 0: NaN where an accumulated row starts with inf)
         s = row[col]
         if combine == SUM:
             row[col] = s + vv
