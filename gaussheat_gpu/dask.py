@@ -409,8 +409,8 @@ def to_zarr(kernels, shape, store, *, chunks, progress=True, overwrite=False, co
     overwrite : bool, default False
         Replace a store that holds a different render instead of refusing it.
     compressors : zarr codec(s) or None, optional
-        Compression of the map's chunks; default Blosc LZ4 with byte shuffle (as fast as writing
-        uncompressed here, 1.2x smaller on a dense map; Zarr's default Zstd took twice as long).
+        Compression of the map's chunks; default Blosc LZ4 with byte shuffle (a fast codec: D1's
+        4 GiB map was stored in 3.29 GiB).
     **options
         ``combine``, ``normalize``, ``truncate``, ``extent``, ``dtype``, ``backend`` as in :func:`render`.
 

@@ -3,8 +3,9 @@
 Each operation in kernels/ is wrapped the way ``cupy.ElementwiseKernel`` wraps it (tests/cuda_harness.py)
 and:
 
-1. compiled by NVRTC for sm_80/sm_90 with CuPy's options (ptxas run too), every variant the backend
-   builds (output dtypes, compile-time modes, 32- and 64-bit indexing), failing on any error or
+1. compiled by NVRTC with CuPy's options: every variant the backend builds (output dtypes,
+   compile-time modes) for sm_90 with ptxas run, and a sample for compute_80 with 32- and 64-bit
+   indexing and C++11/17, failing on any error or
    warning, on a stack frame, or on a register spill; the render kernel's in-box visit is counted in
    SASS (no float64 instruction on the float32 path, a bounded instruction count);
 2. compiled for the host by g++ (strict IEEE; FMA contraction as a GPU does; float32 flushed to zero
