@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
     sys.path.insert(0, str(ROOT))
 
 from bench import baselines, first_call, harness, report  # noqa: E402
+from gaussheat_gpu import workloads  # noqa: E402
 
 
 def run_pytest(json_path, junit_path, tiny=False, select=None) -> int:
@@ -77,7 +78,7 @@ def rows_and_floors(bench_json) -> tuple[list, list]:
                                iterations=stats.get("iterations", 1), first_call_s=info["first_call_s"],
                                note=info["note"], floor=info.get("floor", ""),
                                min_s=stats["min"] * info["scale"]))
-    rank = {wid: i for i, wid in enumerate(("W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9", "W10"))}
+    rank = {wid: i for i, wid in enumerate(workloads.CPU_IDS)}
     listed = {(b.workload, b.name): i for i, b in enumerate(baselines.BASELINES)}  # baselines in their module's order
     rows.sort(key=lambda r: (rank.get(r.workload, 99), r.kind != "baseline", listed.get((r.workload, r.method), 0),
                              r.method))

@@ -335,7 +335,7 @@ def check_truncate(truncate, n_kernels):
         from ._xp import to_host
 
         radii = to_host(truncate)
-        if radii.dtype.kind not in "biuf" or radii.dtype.kind == "b" or radii.shape != (n_kernels,):
+        if radii.dtype.kind not in "iuf" or radii.shape != (n_kernels,):
             raise TypeError(f"truncate as an array must hold one number per kernel ({n_kernels}), got dtype "
                             f"{radii.dtype} and shape {radii.shape}")
         radii = radii.astype(np.float64)
@@ -720,7 +720,8 @@ def _lattice_min(params, boxes, rows, xp):
     """Minimum of kernels ``rows``' exponent q over the pixel centres of their boxes, row by row
     (on the host: few kernels need it). In each row q is a parabola in the column, lowest at one
     of the two columns around its vertex, clipped to the box."""
-    to_host = getattr(xp, "asnumpy", np.asarray)
+    from ._xp import to_host
+
     p, box = to_host(params[rows]), to_host(boxes[rows])
     n_rows = box[:, B_ROW1] - box[:, B_ROW0] + 1
     starts = np.concatenate([[0], np.cumsum(n_rows)[:-1]])

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backends
-from ._xp import array_module, is_device_array
+from ._xp import array_module, is_device_array, to_host
 from .api import render
 from .kernel_set import Kernels
 
@@ -93,9 +93,7 @@ def _adopt(value, name):
 
 def _to_xp(array, xp):
     """``array`` moved to ``xp`` (numpy or cupy) if it is not there already."""
-    if xp is np:
-        return array.get() if is_device_array(array) else array
-    return array if is_device_array(array) else xp.asarray(array)
+    return to_host(array) if xp is np else xp.asarray(array)
 
 
 def _same_place(value, kind, name):
