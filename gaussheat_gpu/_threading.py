@@ -27,7 +27,7 @@ import sys
 
 _TBB_NAMES = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
 _state = {"tried": False, "loaded": None}
-FORKED = False  # set in a child process after os.fork()
+FORKED = False  # set in a child forked after Numba started a threading layer (here or in a parent)
 
 
 def _tbb_candidates():
@@ -87,8 +87,10 @@ def current_layer() -> str | None:
 
 
 def _after_fork_in_child():
+    # Unsafe only where a threading layer ran before the fork (here or in an earlier parent): a
+    # child that starts GNU OpenMP itself runs it like any process.
     global FORKED
-    FORKED = True
+    FORKED = FORKED or _numba_layer_started()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -94,6 +94,34 @@ def test_children_forked_after_gnu_openmp_fall_back_instead_of_aborting():
     assert out.startswith("ok")
 
 
+def test_children_forked_before_gnu_openmp_ran_keep_numba():
+    # The usual DataLoader set-up: workers forked before the parent rendered start GNU OpenMP
+    # themselves, which is safe; every render of theirs stays on Numba (not only the first).
+    out = _run("""
+        import multiprocessing, gaussheat_gpu as gh
+        from gaussheat_gpu import _threading
+        from test_fork import _kernels
+
+        def child(_):
+            first = gh.backends.unavailable_reason("numba")
+            gh.render(_kernels(1), (2, 64, 96), backend="numba")
+            layer = _threading.current_layer()
+            gh.render(_kernels(2), (2, 64, 96), backend="numba")
+            return first, layer, gh.backends.unavailable_reason("numba")
+
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            first, layer, after = pool.apply_async(child, (0,)).get(timeout=120)
+        if layer != "omp":
+            print("skip: no OpenMP layer here:", layer)
+            raise SystemExit
+        assert first is None and after is None, (first, after)
+        print("ok")
+    """, env={"NUMBA_THREADING_LAYER": "omp"})
+    if out.startswith("skip"):
+        pytest.skip(out)
+    assert out.startswith("ok")
+
+
 def test_dataloader_style_worker_loop_renders_targets():
     # What torch.utils.data.DataLoader does with num_workers > 0 on Linux: fork workers that each
     # render batches from an index queue and send them back, after the parent rendered.
