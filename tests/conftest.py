@@ -55,3 +55,17 @@ def backend(request):
 @pytest.fixture(params=FAST_BACKENDS, scope="session")
 def fast_backend(request):
     return request.param
+
+
+@pytest.fixture
+def helpers_as_python(monkeypatch):
+    """``swap(*modules)``: the Numba backend's helpers named in ``modules`` replaced by their Python
+    bodies, so that a compiled function's ``.py_func`` can run from Python (compiled for calls from
+    compiled code only, a helper has no entry point Python can call)."""
+    def swap(*modules):
+        for module in modules:
+            for name, value in list(vars(module).items()):
+                options = getattr(value, "targetoptions", None)
+                if options and options.get("no_cpython_wrapper") and options.get("no_cfunc_wrapper"):
+                    monkeypatch.setattr(module, name, value.py_func)
+    return swap

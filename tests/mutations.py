@@ -72,7 +72,7 @@ MUTATIONS = [
              "        window += values", ("tests/test_equality.py", "-k", "many_overlapping"),
              "NumPy's large windows add under por"),
     Mutation("band-last-row-dropped", "gaussheat_gpu/backends/numba/tiles.py",
-             "r_last = min(boxes[k, B_ROW1], band_last)", "r_last = min(boxes[k, B_ROW1], band_last - 1)",
+             "r_last = smaller(boxes[k, B_ROW1], band_last)", "r_last = smaller(boxes[k, B_ROW1], band_last - 1)",
              ("tests/test_paths.py", "-k", "bands"), "each band's last row misses its kernels"),
     Mutation("no-fork-fallback", "gaussheat_gpu/backends/__init__.py",
              'if name == "numba" and _threading.FORKED and _threading.fork_unsafe_reason():', "if False:",

@@ -272,13 +272,14 @@ def test_float32_output_has_no_subnormals():
         assert_close(out, reference(kernels, (200, 200), combine=combine, normalize="peak", truncate=None), "float32")
 
 
-def test_extreme_rotated_kernel_uses_exact_path_and_matches():
+def test_extreme_rotated_kernel_uses_exact_path_and_matches(helpers_as_python):
     # Narrow, rotated, untruncated over a large image: stepping would overflow, so each pixel is exact.
     kernels = gh.Kernels(x=[150.0], y=[120.0], sigma_x=[0.6], sigma_y=[9.0], theta=[0.5])
     from gaussheat_gpu.planning import make_grid, make_plan
     plan = make_plan(kernels, make_grid((260, 300)), truncate=None)
     p, box = plan.params[0], plan.boxes[0]
-    assert not rotated.rotated_is_safe.py_func(p, box[0], box[1], box[2], box[3])
+    helpers_as_python(rotated)  # rotated_is_safe and the helpers it calls, as Python
+    assert not rotated.rotated_is_safe(p, box[0], box[1], box[2], box[3])
     for normalize in ("pdf", "count"):
         for dtype in ("float32", "float64"):
             actual = gh.render(kernels, (260, 300), backend="numba", dtype=dtype, normalize=normalize, truncate=None)

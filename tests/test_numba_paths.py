@@ -132,6 +132,41 @@ def test_second_process_loads_from_the_cache(tmp_path):
     assert warm["hits"] == 1 and warm["misses"] == 0
 
 
+WARM_PATHS_SCRIPT = """
+    import json, sys, numpy as np, gaussheat_gpu as gh
+    from gaussheat_gpu import targets, workloads
+    outputs = {{wid: workloads.build(wid, True).render(backend="numba") for wid in ("W1", "W4", "W6")}}
+    dense = gh.Kernels(x=[30.0, 50.0], y=[20.0, 40.0], sigma_x=[40.0, 60.0], sigma_y=[30.0, 50.0])
+    outputs["dense"] = gh.render(dense, (256, 256), backend="numba", truncate=None)
+    heads = np.random.default_rng(5).uniform(0, 60, (40, 2))
+    outputs["density"] = targets.density_map(heads, (64, 64), sigma="adaptive", backend="numba")
+    registries = "numba.np.arraymath" in sys.modules  # what Numba's target context refresh imports
+    if {check!r}:
+        saved = np.load({path!r})
+        same = {{name: bool(np.array_equal(saved[name], value)) for name, value in outputs.items()}}
+        # A path the cache does not hold is compiled, in a process that loaded others without the registries.
+        kernels = gh.Kernels(x=[4.0, 9.5], y=[3.0, 7.0], sigma_x=[1.5, 2.0], theta=[0.0, 0.7])
+        fresh = gh.render(kernels, (12, 16), backend="numba", dtype="float64", combine="max")
+        reference = gh.render(kernels, (12, 16), backend="numpy", dtype="float64", combine="max")
+        print(json.dumps(dict(registries=registries, same=same, fresh_error=float(np.abs(fresh - reference).max()))))
+    else:
+        np.savez({path!r}, **outputs)
+        print(json.dumps(dict(registries=registries)))
+"""
+
+
+def test_code_loaded_from_the_cache_runs_without_numbas_registries(tmp_path):
+    # Loading cached code skips Numba's refresh of its implementation registries (0.14 s of a first
+    # call with a warm cache); the loaded code renders the very bits it rendered when compiled.
+    env, path = fresh_env(tmp_path), str(tmp_path / "outputs.npz")
+    cold = json.loads(run_python(WARM_PATHS_SCRIPT.format(check=False, path=path), env=env).stdout.splitlines()[-1])
+    warm = json.loads(run_python(WARM_PATHS_SCRIPT.format(check=True, path=path), env=env).stdout.splitlines()[-1])
+    assert cold["registries"]  # compiling loads them
+    assert not warm["registries"]
+    assert all(warm["same"].values()), warm["same"]
+    assert warm["fresh_error"] <= 1e-12
+
+
 def read_only_copy(tmp_path):
     """A copy of the package whose own __pycache__ folders cannot be created (a file stands in
     their place; root can write anywhere, so permissions would not do)."""
@@ -297,3 +332,42 @@ def test_calling_by_address_needs_a_c_entry_point():
     python_only = numba.njit(no_cfunc_wrapper=True)(lambda values: np.int64(values.size))
     with pytest.raises(TypeError, match="has no C entry point"):
         calls.address(python_only, (np.zeros(3),))
+
+
+# -- (6) helpers kept as LLVM IR ----------------------------------------------------------------------
+
+def test_helpers_are_compiled_only_inside_their_callers():
+    import numba
+
+    from gaussheat_gpu.backends.numba import cache, linking
+
+    assert linking.supported(), "this Numba lacks what linking.IRLibrary overrides: helpers compile in full"
+
+    @cache.jit
+    def checked_square(x):
+        if x < 0.0:
+            raise ValueError("negative value")
+        return x * x
+
+    @cache.jit(forceinline=True)
+    def half(x):
+        return 0.5 * x
+
+    @numba.njit
+    def total(values):
+        result = 0.0
+        for value in values:
+            result += half(checked_square(value))
+        return result
+
+    values = np.array([1.0, 2.0, 3.5])
+    assert total(values) == sum(0.5 * value * value for value in values)
+    with pytest.raises(ValueError, match="negative value"):  # raised inside a helper, reaches Python
+        total(np.array([1.0, -2.0]))
+    for helper in (checked_square, half):
+        (compiled,) = helper.overloads.values()
+        assert isinstance(compiled.library, linking.IRLibrary)
+        assert compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name) == 0  # no machine code
+        assert not isinstance(helper._cache, numba.core.caching.FunctionCache)  # nothing cached on disk
+    (compiled,) = total.overloads.values()
+    assert not isinstance(compiled.library, linking.IRLibrary)

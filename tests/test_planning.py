@@ -124,7 +124,7 @@ def random_kernels(seed, n, off_image=0.0):
                       rng.uniform(-3, 3, n) * (rng.random(n) < 0.5), rng.uniform(0, 1, n), rng.integers(0, 2, n))
 
 
-def test_compiled_loop_runs_as_python_too(monkeypatch):
+def test_compiled_loop_runs_as_python_too(monkeypatch, helpers_as_python):
     """The loop bodies as plain Python (as NUMBA_DISABLE_JIT runs them) give the compiled tables; with
     chunks of 7 kernels, the parallel pass packs rows across chunks and keeps the first failed checks."""
     kernels = random_kernels(4, 50, off_image=0.3)
@@ -135,10 +135,8 @@ def test_compiled_loop_runs_as_python_too(monkeypatch):
     inputs = (columns, kernels.image, kernels.theta, trig, numba_planning.LIBM_TRIG)
     setup = ((grid.x0, grid.dx, grid.y0, grid.dy), (2, 30, 50), (2.5, np.empty(0)), planning.NORMALIZE_CODES["count"])
     monkeypatch.setattr(numba_planning, "CHUNK", 7)
-    # Their callees as Python too: compiled without a Python wrapper, they cannot be called from Python
-    # (nor by address: the parallel pass is given the Python function and calls it).
-    for name in ("plan_chunk", "_tables_for"):
-        monkeypatch.setattr(numba_planning, name, getattr(numba_planning, name).py_func)
+    # Their callees as Python too (and by address: the parallel pass is given the Python function).
+    helpers_as_python(numba_planning)
     monkeypatch.setattr(numba_planning, "call_address", calls.call_address_python)
     for run in (numba_planning.plan_chunk, numba_planning.plan_chunks.py_func):
         tables = (np.empty((50, 10)), np.empty((50, 5), np.int64), np.empty(50, np.int64))

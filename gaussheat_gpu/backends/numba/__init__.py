@@ -15,6 +15,7 @@ file               job
 ``dense.py``       a sum of few axis-aligned kernels covering a large image: one rank-K product
 ``factors.py``     the per-kernel scalar formulas the others share
 ``cache.py``       where compiled code is cached (with a fallback for read-only installs)
+``linking.py``     helpers kept as LLVM IR for their callers, not compiled to machine code alone
 ``warmup.py``      compiling every path ahead of time (``gaussheat warmup``)
 ``neighbours.py``  ``targets.density_map``'s nearest-neighbour distances and window sums
 =================  ===========================================================================
@@ -25,7 +26,9 @@ first call in a process with an empty cache therefore compiles the planner's ser
 binning and one band specialisation with the small parallel loop that calls it by address
 (:mod:`.calls`), or the dense product: not the whole backend. Numba copies a called function's
 code into its caller and compiles it there again, three times more inside a parallel loop;
-called by address, the band renderer and the parallel planner's chunk are compiled once.
+called by address, the band renderer and the parallel planner's chunk are compiled once. Helpers
+called from compiled code only are kept as LLVM IR (:mod:`.linking`): optimised and turned into
+machine code once, inside the function that calls them, not also on their own.
 """
 
 from __future__ import annotations
@@ -56,8 +59,6 @@ BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer tha
 SMALL_ROWS = 1024
 MAX_IMBALANCE = 1.1  # most work a thread may get, relative to an even split of the tiles
 PREPARE_ONE_BY_ONE = 64  # fewer kernels are prepared one a task; more, in one chunk a thread
-_NO_SCRATCH = {np.dtype(dtype).char: (np.empty(0, dtype=dtype), np.empty((0, tiles.INFO_COLUMNS)))
-               for dtype in (np.float32, np.float64)}
 
 
 def unavailable_reason():
@@ -101,8 +102,9 @@ def render(plan, out):
     if n_kernels >= WORKSPACE_MIN_KERNELS:
         column_factors = WORKSPACE.empty("column_factors", (col_offsets[-1],), out.dtype)
         info = WORKSPACE.empty("info", (n_kernels, tiles.INFO_COLUMNS), np.float64)
-    else:  # too small to hold them: render_bands allocates its own (0.3 us each, against 0.05 there)
-        column_factors, info = _NO_SCRATCH[out.dtype.char]
+    else:  # allocated here, not in compiled code: two fewer functions to compile
+        column_factors = np.empty(col_offsets[-1], out.dtype)
+        info = np.empty((n_kernels, tiles.INFO_COLUMNS))
     # Which specialisation: True or None for "has axis-aligned kernels" and "has rotated ones".
     args = (plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height,
             combine, normalize, plan.accumulate, True if col_offsets[-1] else None,

@@ -19,9 +19,11 @@ below it skipped.
 from __future__ import annotations
 
 from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, P_B, P_SCALE
+import numpy as np
+
 from .cache import jit
-from .factors import (COUNT, MAX, RELATIVE_FLUSH, SUM, col_factor, col_peak, flush_threshold, kernel_params,
-                      row_factor, row_peak)
+from .factors import (COUNT, MAX, RELATIVE_FLUSH, SUM, col_factor, col_peak, flush_threshold, kernel_params, larger,
+                      row_factor, row_peak, smaller)
 
 @jit
 def prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, info):
@@ -43,7 +45,7 @@ def prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, 
         g = col_factor(p, c, normalize)
         col_sum += g
         if g >= peak_col * RELATIVE_FLUSH:  # the kept columns are contiguous (unimodal factor)
-            first = min(first, c)
+            first = smaller(first, c)
             last = c
         column_factors[base + c] = g / peak_col
     scale = p[P_SCALE]
@@ -61,9 +63,9 @@ def prepare_separable(params, boxes, k, normalize, col_offsets, column_factors, 
 def kept_factors(k, boxes, info, col_offsets, column_factors):
     """First kept column of axis-aligned kernel ``k`` and its column factors from there (empty when
     ``prepare_separable`` kept none)."""
-    first, last = int(info[k, 1]), int(info[k, 2])
+    first, last = np.int64(info[k, 1]), np.int64(info[k, 2])
     base = col_offsets[k] - boxes[k, B_COL0]
-    return first, column_factors[base + first:base + max(last, first - 1) + 1]
+    return first, column_factors[base + first:base + larger(last, first - 1) + 1]
 
 
 @jit(forceinline=True)
@@ -110,7 +112,7 @@ def combine_separable_row(row, factors, value, combine):
             row[i] += value * factors[i]
     elif combine == MAX:
         for i in range(row.size):
-            row[i] = max(row[i], value * factors[i])
+            row[i] = larger(row[i], value * factors[i])
     else:
         for i in range(row.size):
             s = row[i]
@@ -126,23 +128,27 @@ def zero_row(row):
 
 
 @jit(forceinline=True)
-def set_separable_row(row, begin, factors, value, combine):
-    """row <- combine(0, value * factors) from column ``begin``, and 0 around it.
+def set_values(values, factors, value, combine):
+    """values <- combine(0, value * factors): 0 + v for sum and por (por's 0 + v * (1 - 0) is the
+    same number), max(0, v) for max."""
+    zero = values.dtype.type(0)
+    if combine == MAX:
+        for i in range(values.size):
+            values[i] = larger(zero, value * factors[i])
+    else:
+        for i in range(values.size):
+            values[i] = zero + value * factors[i]
 
-    Exactly what zero-filling ``row`` and then ``combine_separable_row`` write: with s = 0, sum and
-    por give 0 + v (por's v * (1 - 0) is v), max gives max(0, v).
-    """
+
+@jit(forceinline=True)
+def set_separable_row(row, begin, factors, value, combine):
+    """row <- combine(0, value * factors) from column ``begin``, and 0 around it: exactly what
+    zero-filling ``row`` and then ``combine_separable_row`` write."""
     zero = row.dtype.type(0)
     end = begin + factors.size
     for i in range(begin):
         row[i] = zero
-    values = row[begin:end]
-    if combine == MAX:
-        for i in range(values.size):
-            values[i] = max(zero, value * factors[i])
-    else:
-        for i in range(values.size):
-            values[i] = zero + value * factors[i]
+    set_values(row[begin:end], factors, value, combine)
     for i in range(end, row.size):
         row[i] = zero
 
@@ -205,31 +211,22 @@ def set_pair_rows(image, params, boxes, k1, k2, col_offsets, column_factors, inf
                     stop = cut
             out = row[start:stop]
             in1, in2 = b1 <= start < e1, b2 <= start < e2
-            g1 = f1[lo1 + start - b1:lo1 + stop - b1] if in1 else f1[:0]
-            g2 = f2[lo2 + start - b2:lo2 + stop - b2] if in2 else f2[:0]
             if in1 and in2:
+                g1, g2 = f1[lo1 + start - b1:lo1 + stop - b1], f2[lo2 + start - b2:lo2 + stop - b2]
                 if combine == SUM:
                     for i in range(out.size):
                         out[i] = (zero + rf1 * g1[i]) + rf2 * g2[i]
                 elif combine == MAX:
                     for i in range(out.size):
-                        out[i] = max(max(zero, rf1 * g1[i]), rf2 * g2[i])
+                        out[i] = larger(larger(zero, rf1 * g1[i]), rf2 * g2[i])
                 else:
                     for i in range(out.size):
                         s = zero + rf1 * g1[i]
                         out[i] = s + rf2 * g2[i] * (one - s)
-            elif in1 or in2:
-                rf, g = (rf1, g1) if in1 else (rf2, g2)
-                if combine == MAX:
-                    for i in range(out.size):
-                        out[i] = max(zero, rf * g[i])
-                elif in1 or combine == SUM:
-                    for i in range(out.size):
-                        out[i] = zero + rf * g[i]
-                else:  # por of the second kernel into 0, as combine_separable_row forms it
-                    for i in range(out.size):
-                        out[i] = zero + rf * g[i] * (one - zero)
+            elif in1:
+                set_values(out, f1[lo1 + start - b1:lo1 + stop - b1], rf1, combine)
+            elif in2:
+                set_values(out, f2[lo2 + start - b2:lo2 + stop - b2], rf2, combine)
             else:
-                for i in range(out.size):
-                    out[i] = zero
+                zero_row(out)
             start = stop

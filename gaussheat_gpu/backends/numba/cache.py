@@ -1,7 +1,7 @@
 """Where the Numba backend keeps its compiled code between processes, and whether it is there.
 
-Every compiled function of the backend is made by :func:`jit` and cached on disk, found in the
-first writable one of:
+Every compiled function of the backend is made by :func:`jit`; those called from Python or by
+address are cached on disk, found in the first writable one of:
 
 1. ``$NUMBA_CACHE_DIR``, when set;
 2. the ``__pycache__`` folder beside the package's sources (a ``pip install`` into a virtual
@@ -31,6 +31,9 @@ import warnings
 
 import numba
 from numba.core import caching, config
+from numba.core.runtime import rtsys
+
+from . import linking
 
 _state = {"location": None, "warned": False}
 
@@ -40,24 +43,28 @@ class CacheWarning(UserWarning):
 
 
 def jit(function=None, *, entry=False, by_address=False, **options):
-    """``numba.njit(**options)`` whose compiled code is cached in the first writable location of
-    the module docstring's list (``cache=True`` with a fallback); usable as ``@jit`` or
-    ``@jit(parallel=True)``.
+    """``numba.njit(**options)`` for the backend; usable as ``@jit`` or ``@jit(parallel=True)``.
 
     Only an ``entry=True`` function can be called from Python, and only a ``by_address=True`` one
-    by its address (:mod:`.calls`): the others are called from compiled code only and get no Python
-    or C wrapper (two more small modules to compile and optimise for each function, 12% of the
-    seed's first call). Their Python bodies stay callable as ``.py_func``. ``forceinline=True``
-    inlines a function wherever it is called (in LLVM, which costs no compile time to speak of);
-    others are called, unless LLVM chooses to inline them.
+    by its address (:mod:`.calls`). Those hold the code that runs: their compiled code is cached in
+    the first writable location of the module docstring's list (``cache=True`` with a fallback).
+    The others, helpers called from compiled code only, get no Python or C wrapper (two more small
+    modules to compile for each) and are kept as LLVM IR that their callers link in, optimise and
+    emit (:mod:`.linking`): nothing of theirs is cached, as a caller loaded from the cache holds
+    their code. Their Python bodies stay callable as ``.py_func``. ``forceinline=True`` inlines a
+    function wherever it is called (in LLVM, which costs no compile time to speak of); others are
+    called, unless LLVM chooses to inline them.
     """
     if function is None:
         return lambda function: jit(function, entry=entry, by_address=by_address, **options)
     options = dict(options, no_cpython_wrapper=not entry, no_cfunc_wrapper=not by_address)
     # Explicit: otherwise a function first compiled as the callee of a forceinline one inherits it.
     options.setdefault("forceinline", False)
+    helper = not entry and not by_address
+    if helper:
+        options.update(linking.pipeline_options())
     dispatcher = numba.njit(cache=False, **options)(function)
-    if not hasattr(dispatcher, "enable_caching"):  # NUMBA_DISABLE_JIT=1: the Python function itself
+    if helper or not hasattr(dispatcher, "enable_caching"):  # NUMBA_DISABLE_JIT=1: the Python function
         return dispatcher
     _enable_caching(dispatcher)
     return dispatcher
@@ -72,14 +79,30 @@ def fallback_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"gaussheat_gpu-numba-{user}")
 
 
+class _LoadingCache(caching.FunctionCache):
+    """Numba's function cache, loading without first loading Numba's registries of implementations.
+
+    Numba refreshes its target context before every load: in a new process that imports and
+    registers every implementation it has (NumPy's array functions, linear algebra, which imports
+    SciPy's, typed containers...), 0.14 s of the seed's 0.33 s first call with a warm cache (2-core
+    EPYC VM). Code loaded from the cache needs only Numba's runtime (NRT), initialised here; a
+    function that is not in the cache is compiled, and compiling refreshes the context itself.
+    """
+
+    def load_overload(self, sig, target_context):
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
 def _enable_caching(dispatcher):
     try:
-        dispatcher.enable_caching()  # Numba's locations (1-3)
+        dispatcher._cache = _LoadingCache(dispatcher.py_func)  # Numba's locations (1-3)
     except RuntimeError:  # "no locator available": none of them is writable
         saved = config.CACHE_DIR
         config.CACHE_DIR = fallback_dir()
         try:
-            dispatcher.enable_caching()
+            dispatcher._cache = _LoadingCache(dispatcher.py_func)
         except RuntimeError:
             _warn_once()
             return

@@ -25,7 +25,7 @@ from numba import prange
 
 from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, P_SCALE
 from .cache import jit
-from .factors import COUNT, RELATIVE_FLUSH, SUM, col_factor, col_peak, kernel_params, row_factor, row_peak
+from .factors import COUNT, RELATIVE_FLUSH, SUM, col_factor, col_peak, kernel_params, row_factor, row_peak, smaller
 
 DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the dense path
 DENSE_MAX_KERNELS = 64  # past this many kernels per image, the product's rank is too high to pay
@@ -77,7 +77,7 @@ def _dense_pack(row_factors, col_factors, panel_width):
     packed = np.zeros(n_panels * n_padded * DENSE_PANEL, dtype=col_factors.dtype)
     for p in range(n_panels):
         c0 = p * panel_width
-        n = min(panel_width, width - c0)
+        n = smaller(panel_width, width - c0)
         for k in range(n_kernels):
             base = (p * n_padded + k) * DENSE_PANEL
             for j in range(n):
@@ -103,10 +103,10 @@ def _dense_panels(row_packed, packed, out, panel_width):
     stride = n_padded * DENSE_PANEL
     for block in prange((height + DENSE_ROWS - 1) // DENSE_ROWS):
         r0 = block * DENSE_ROWS
-        r1 = min(height, r0 + DENSE_ROWS)
+        r1 = smaller(height, r0 + DENSE_ROWS)
         for p in range(n_panels):
             c0 = p * panel_width
-            n = min(panel_width, width - c0)
+            n = smaller(panel_width, width - c0)
             for k0 in range(0, n_padded, GROUP):
                 q = packed[p * stride + k0 * DENSE_PANEL:p * stride + (k0 + GROUP) * DENSE_PANEL]
                 for r in range(r0, r1):
@@ -187,7 +187,7 @@ def dense_factors(params, boxes, normalize, col_factors, row_factors):
             for r in range(r0, r1 + 1):
                 row_sum += row_factor(p, r, normalize)
             scale = scale / (col_sum * row_sum)
-        row_floor = min(2.0 ** -76, abs(scale * peak_row) * 2.0 ** -40) if float32 else 0.0
+        row_floor = smaller(2.0 ** -76, abs(scale * peak_row) * 2.0 ** -40) if float32 else 0.0
         for r in range(r0, r1 + 1):
             g = row_factor(p, r, normalize)
             v = scale * g

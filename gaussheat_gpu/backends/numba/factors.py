@@ -5,8 +5,13 @@ axis-aligned kernel, the 1-D factors whose product is its value (``factor``); ``
 ``col_peak`` are their largest values over a box, the reference every flush threshold is relative to.
 
 These are small and inlined by LLVM where they are called (Numba links a callee's code into its
-caller's module), so they cost no call in the loops; inlining them in Numba's IR instead (``inline=
-"always"``) would type their bodies again at every call site, which cost a second of compile time.
+caller's module, :mod:`.linking`), so they cost no call in the loops; inlining them in Numba's IR
+instead (``inline="always"``) types their bodies again at every call site: the seed's first call
+compiled for 4.3 s that way against 3.1 s.
+
+``larger`` and ``smaller`` stand in for the builtins ``max`` and ``min`` of two numbers: Numba
+compiles a builtin's implementation again for every set of compile options it is called under (an
+entry point, a helper, an inlined helper...), these once per argument types.
 """
 
 from __future__ import annotations
@@ -23,6 +28,19 @@ INTEGRAL = NORMALIZE_CODES["integral"]
 COUNT = NORMALIZE_CODES["count"]
 _SQRT_HALF = math.sqrt(0.5)
 RELATIVE_FLUSH = 2.0 ** -60  # factors and values below this fraction of their peak are dropped
+
+
+@jit(forceinline=True)
+def larger(a, b):
+    """``max(a, b)`` as Numba's builtin forms it (``b`` when ``b > a``, else ``a``): this function is
+    compiled once per argument types, the builtin once per calling function's compile options."""
+    return b if b > a else a
+
+
+@jit(forceinline=True)
+def smaller(a, b):
+    """``min(a, b)`` as Numba's builtin forms it (``b`` when ``b < a``, else ``a``)."""
+    return b if b < a else a
 
 
 @jit(forceinline=True)
@@ -47,7 +65,7 @@ def factor(offset, coef, shift, sigma, normalize):
 @jit(forceinline=True)
 def nearest(centre, lo, hi):
     """The integer in [lo, hi] nearest ``centre`` (where a unimodal factor peaks)."""
-    return min(max(math.floor(centre + 0.5), lo), hi)
+    return smaller(larger(math.floor(centre + 0.5), lo), hi)
 
 
 @jit(forceinline=True)
@@ -89,4 +107,4 @@ def flush_threshold(peak, tiny):
     subnormals cost a microcode assist each), unless the kernel's ``peak`` is so small that this
     would drop more than ``RELATIVE_FLUSH`` of it; then that fraction of its peak, and never less
     than the smallest positive float64 (a kernel whose peak is 0 writes only zeros)."""
-    return max(min(tiny, abs(peak) * RELATIVE_FLUSH), 2.0 ** -1074)
+    return larger(smaller(tiny, abs(peak) * RELATIVE_FLUSH), 2.0 ** -1074)

@@ -21,6 +21,7 @@ from numba import prange
 from . import calls
 from .cache import jit
 from .calls import call_address
+from .factors import larger, smaller
 
 CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
 HEADS_PER_TASK = 512  # heads searched per parallel task
@@ -47,19 +48,36 @@ def mean_nearest_distances(x, y, image, n_images, k, means, counts):
     nearest_tasks(calls.address(_nearest, (0, 0, *args)), *args)
 
 
+@jit(forceinline=True)
+def _bounds(values):
+    """``values.min(), values.max()`` (both NaN where a value is, as NumPy gives them). Not the array
+    methods: code that calls them needs NumPy's implementations in Numba (which import SciPy's linear
+    algebra) loaded again whenever it is loaded from the cache, 0.1 s."""
+    lo = hi = values[0]
+    for v in values:
+        if v < lo:
+            lo = v
+        elif v > hi:
+            hi = v
+        elif v != v:
+            return v, v
+    return lo, hi
+
+
 @jit(entry=True)
 def cell_lists(x, y, image, n_images):
     """The heads sorted by cell, ``xs, ys``; the cell of each head, ``cell_of``; where each cell's
     heads start in the sorted ones, ``starts``; and ``(x0, y0, cell, nx, ny)``."""
     n = x.size
-    x0, y0 = x.min(), y.min()
-    span_x, span_y = x.max() - x0, y.max() - y0
-    per_image = max(n / n_images, 1.0)
+    x0, x1 = _bounds(x)
+    y0, y1 = _bounds(y)
+    span_x, span_y = x1 - x0, y1 - y0
+    per_image = larger(n / n_images, 1.0)
     # Square cells holding about CELL_HEADS heads when the heads fill the bounding box; never more
     # cells along an axis than heads per image (collinear or clustered heads).
-    cell = max(math.sqrt(span_x * span_y * CELL_HEADS / per_image), (span_x + span_y) / per_image)
+    cell = larger(math.sqrt(span_x * span_y * CELL_HEADS / per_image), (span_x + span_y) / per_image)
     if cell > 0.0 and math.isfinite(cell):  # then span / cell <= per_image: at most ~1.5 cells a head
-        nx, ny = int(span_x / cell) + 1, int(span_y / cell) + 1
+        nx, ny = np.int64(span_x / cell) + 1, np.int64(span_y / cell) + 1
     else:  # every head at one position, or a span past float64's range: one cell, searched whole
         cell, nx, ny = 1.0, 1, 1
     cells = nx * ny
@@ -68,8 +86,8 @@ def cell_lists(x, y, image, n_images):
     starts = np.zeros(n_images * cells + 1, dtype=np.int64)
     for i in range(n):
         # (with one cell the quotient may pass int64's range: spans past 1e154 take that branch)
-        cx = min(int((x[i] - x0) / cell), nx - 1) if nx > 1 else 0
-        cy = min(int((y[i] - y0) / cell), ny - 1) if ny > 1 else 0
+        cx = smaller(np.int64((x[i] - x0) / cell), nx - 1) if nx > 1 else 0
+        cy = smaller(np.int64((y[i] - y0) / cell), ny - 1) if ny > 1 else 0
         cell_of[i] = image[i] * cells + cy * nx + cx
         starts[cell_of[i] + 1] += 1
     for c in range(n_images * cells):
@@ -89,8 +107,8 @@ def nearest_tasks(address, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, 
     n = x.size
     for task in prange((n + HEADS_PER_TASK - 1) // HEADS_PER_TASK):
         first = np.int64(task) * HEADS_PER_TASK
-        call_address(address, (first, min(n, first + HEADS_PER_TASK), x, y, xs, ys, cell_of, starts, x0, y0, cell, nx,
-                                ny, image, k, means, counts))
+        call_address(address, (first, smaller(n, first + HEADS_PER_TASK), x, y, xs, ys, cell_of, starts, x0, y0, cell,
+                                nx, ny, image, k, means, counts))
 
 
 @jit(by_address=True)
@@ -100,7 +118,7 @@ def _nearest(first, stop, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, i
     cells = nx * ny
     # The smallest squared distances so far, ascending (the head itself, 0, first): k + 1 of them,
     # or 4 for k < 3 (the slots past k + 1 are not read).
-    best = np.empty(max(k + 1, 4))
+    best = np.empty(larger(k + 1, 4))
     for i in range(first, stop):
         for j in range(best.size):
             best[j] = np.inf
@@ -112,11 +130,11 @@ def _nearest(first, stop, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, i
             # end cells of the rows between; each row's cells are one run of the sorted heads.
             # The first pass takes the 3 x 3 block as three runs (the head's own cell alone seldom
             # holds its k nearest).
-            for gy in range(max(cy - ring, 0), min(cy + ring, ny - 1) + 1):
+            for gy in range(larger(cy - ring, 0), smaller(cy + ring, ny - 1) + 1):
                 row = base + gy * nx
                 if ring == 1 or gy == cy - ring or gy == cy + ring:
-                    _merge(xs, ys, x[i], y[i], starts[row + max(cx - ring, 0)], starts[row + min(cx + ring, nx - 1) + 1],
-                           best)
+                    _merge(xs, ys, x[i], y[i], starts[row + larger(cx - ring, 0)],
+                           starts[row + smaller(cx + ring, nx - 1) + 1], best)
                 else:
                     if cx - ring >= 0:
                         _merge(xs, ys, x[i], y[i], starts[row + cx - ring], starts[row + cx - ring + 1], best)
@@ -124,26 +142,26 @@ def _nearest(first, stop, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, i
                         _merge(xs, ys, x[i], y[i], starts[row + cx + ring], starts[row + cx + ring + 1], best)
             # Every head not yet seen lies outside the block of cells searched: at least as far
             # as the block's nearest edge (an edge of the grid has no heads beyond it).
-            if ring >= max(nx, ny):
+            if ring >= larger(nx, ny):
                 break
             reach = np.inf
             if cx - ring > 0:
-                reach = min(reach, x[i] - (x0 + (cx - ring) * cell))
+                reach = smaller(reach, x[i] - (x0 + (cx - ring) * cell))
             if cx + ring < nx - 1:
-                reach = min(reach, x0 + (cx + ring + 1) * cell - x[i])
+                reach = smaller(reach, x0 + (cx + ring + 1) * cell - x[i])
             if cy - ring > 0:
-                reach = min(reach, y[i] - (y0 + (cy - ring) * cell))
+                reach = smaller(reach, y[i] - (y0 + (cy - ring) * cell))
             if cy + ring < ny - 1:
-                reach = min(reach, y0 + (cy + ring + 1) * cell - y[i])
+                reach = smaller(reach, y0 + (cy + ring + 1) * cell - y[i])
             if best[k] <= reach * reach:
                 break
             ring += 1
         # (a distance whose square overflows is infinite, as in a k-d tree: the mean is too)
-        found = min(k, starts[base + cells] - starts[base] - 1)
+        found = smaller(k, starts[base + cells] - starts[base] - 1)
         total = 0.0
         for j in range(1, found + 1):
             total += math.sqrt(best[j])
-        means[i] = total / max(found, 1)
+        means[i] = total / larger(found, 1)
         counts[i] = found
     return 0
 
@@ -162,10 +180,10 @@ def _merge(xs, ys, x, y, first, stop, best):
         for m in range(first, stop):
             dx, dy = x - xs[m], y - ys[m]
             d2 = dx * dx + dy * dy
-            b3 = min(b3, max(b2, d2))
-            b2 = min(b2, max(b1, d2))
-            b1 = min(b1, max(b0, d2))
-            b0 = min(b0, d2)
+            b3 = smaller(b3, larger(b2, d2))
+            b2 = smaller(b2, larger(b1, d2))
+            b1 = smaller(b1, larger(b0, d2))
+            b0 = smaller(b0, d2)
         best[0], best[1], best[2], best[3] = b0, b1, b2, b3
         return
     k = best.size - 1
@@ -173,8 +191,8 @@ def _merge(xs, ys, x, y, first, stop, best):
         dx, dy = x - xs[m], y - ys[m]
         d2 = dx * dx + dy * dy
         for slot in range(k, 0, -1):
-            best[slot] = min(best[slot], max(best[slot - 1], d2))
-        best[0] = min(best[0], d2)
+            best[slot] = smaller(best[slot], larger(best[slot - 1], d2))
+        best[0] = smaller(best[0], d2)
 
 
 @jit(forceinline=True)
@@ -190,7 +208,7 @@ def _walk(scale, d, count):
     for start in range(0, count, ANCHOR):
         at = d + start
         g, r = math.exp(scale * at * at), math.exp(scale * (2.0 * at + 1.0))
-        for _ in range(min(ANCHOR, count - start)):
+        for _ in range(smaller(ANCHOR, count - start)):
             total += g
             g *= r
             r *= step
@@ -216,9 +234,9 @@ def window_sums(centre, sigma, half, sums):
             continue
         scale = -0.5 / (sigma[i] * sigma[i])
         # Two walks outwards, from the first pixel at or right of the centre and from the one before.
-        right = max(np.ceil(c), first)
-        left = min(right - 1.0, last)
-        n_right, n_left = int(max(last - right + 1.0, 0.0)), int(max(left - first + 1.0, 0.0))
+        right = larger(np.ceil(c), first)
+        left = smaller(right - 1.0, last)
+        n_right, n_left = np.int64(larger(last - right + 1.0, 0.0)), np.int64(larger(left - first + 1.0, 0.0))
         total = _walk(scale, right - c, n_right)
         if right == c and n_left == n_right - 1:  # a whole-pixel centre: the left walk mirrors the right one
             sums[i] = 2.0 * total - 1.0

@@ -2,7 +2,7 @@
 
 :mod:`gaussheat_gpu.planning` writes each per-kernel formula once (``kernel_coefficients``,
 ``support_range``, ``por_peak_is_bad``) and evaluates it on arrays for NumPy and CuPy. Here Numba
-compiles the same functions (``register_jitable``) into one loop over the kernels, which gives the
+compiles the same functions (as helpers of :func:`.cache.jit`) into one loop over the kernels, which gives the
 array code's bits: plain IEEE operations, no fused multiply-add. A call with few kernels costs ~60
 NumPy calls on arrays (~30 us) and takes ~3 us here. With 100k rotated kernels (W6) the array
 code's strided column writes and temporaries cost ~10 ms; one loop on one thread after NumPy's
@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 from numba import prange
-from numba.extending import register_jitable
 
 from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, NORMALIZE_CODES, P_A, P_B,
                         P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL, P_SIGMA_ROW, _geometry,
@@ -29,9 +28,12 @@ from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAM
 from . import calls
 from .cache import jit
 from .calls import call_address
+from .factors import smaller
 
-for _formula in (kernel_coefficients, support_range, por_peak_is_bad):
-    register_jitable(_formula)
+# The shared formulas, compiled (for the argument types of their calls here, once each).
+_kernel_coefficients = jit(forceinline=True)(kernel_coefficients)
+_support_range = jit(forceinline=True)(support_range)
+_por_peak_is_bad = jit(forceinline=True)(por_peak_is_bad)
 
 CHUNK = 4096  # kernels per parallel task; plans of at most this many kernels run on the calling thread
 WORKSPACE_MIN_KERNELS = 512  # fewer kernels' tables (< 60 KiB) are cheaper to allocate afresh
@@ -89,7 +91,7 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
              (float(truncate) if truncates is _NO_TRUNCATES else math.inf, truncates), NORMALIZE_CODES[normalize])
     n = theta.size
     if workspace is None or n < WORKSPACE_MIN_KERNELS:
-        tables = _NO_TABLES
+        tables = (np.empty((n, N_PARAMS)), np.empty((n, N_BOX), dtype=np.int64), np.empty(n, dtype=np.int64))
     else:
         tables = (workspace.empty("params", (n, N_PARAMS), np.float64),
                   workspace.empty("boxes", (n, N_BOX), np.int64),
@@ -104,27 +106,18 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
 
 _NO_TRIG = np.empty(0)
 _NO_TRUNCATES = np.empty(0)
-# Tables too small to hold a plan: the loop then allocates its own (cheaper than three np.empty
-# calls and three slices here, 1 us of W1's 40).
+# The types of the tables, to find plan_task's address.
 _NO_TABLES = (np.empty((0, N_PARAMS)), np.empty((0, N_BOX), dtype=np.int64), np.empty(0, dtype=np.int64))
 # The types of the per-chunk results plan_chunks makes, to find plan_task's address.
 _NO_RESULTS = (np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.bool_))
 
 
-@jit
-def _tables_for(tables, n):
-    if tables[0].shape[0] >= n:
-        return tables
-    return np.empty((n, N_PARAMS)), np.empty((n, N_BOX), dtype=np.int64), np.empty(n, dtype=np.int64)
-
-
 @jit(entry=True)
 def plan_rows(inputs, setup, tables):
-    """The tables of :func:`plan_tables` on the calling thread (``tables``: where to write them, or
-    ``_NO_TABLES``), the checks and whether a kept kernel is rotated."""
-    n = inputs[2].size
-    params, boxes, kernel_index = _tables_for(tables, n)
-    kept, checks, any_rotated = plan_chunk(inputs, setup, (params, boxes, kernel_index), 0, n)
+    """The tables of :func:`plan_tables` on the calling thread (written into ``tables``, a row for
+    each kernel), the checks and whether a kept kernel is rotated."""
+    params, boxes, kernel_index = tables
+    kept, checks, any_rotated = plan_chunk(inputs, setup, tables, 0, inputs[2].size)
     return (params[:kept], boxes[:kept], kernel_index[:kept]), checks, any_rotated
 
 
@@ -149,17 +142,17 @@ def plan_chunk(inputs, setup, tables, lo, hi):
             cos, sin = math.cos(theta[k]), math.sin(theta[k])
         else:
             cos, sin = cos_given[k], sin_given[k]
-        cx, cy, a_coef, b_coef, c_coef, sigma_col, sigma_row, scale = kernel_coefficients(
+        cx, cy, a_coef, b_coef, c_coef, sigma_col, sigma_row, scale = _kernel_coefficients(
             x[k], y[k], sigma_x[k], sigma_y[k], cos, sin, amplitude[k], geometry, pdf)
         if first_bad_image < 0 and (image[k] < 0 or image[k] >= n_images):
             first_bad_image = k
         if first_rotated < 0 and b_coef != 0.0:
             first_rotated = k
-        if first_bad_por < 0 and por_peak_is_bad(scale, amplitude[k], normalize_code):
+        if first_bad_por < 0 and _por_peak_is_bad(scale, amplitude[k], normalize_code):
             first_bad_por = k
         t = truncates[k] if truncates.size else truncate
-        col0, col1 = support_range(cx, t * sigma_col, width)
-        row0, row1 = support_range(cy, t * sigma_row, height)
+        col0, col1 = _support_range(cx, t * sigma_col, width)
+        row0, row1 = _support_range(cy, t * sigma_row, height)
         if col0 > col1 or row0 > row1:
             continue
         # Element writes, not row views: a view costs two atomic reference-count updates on a
@@ -174,10 +167,10 @@ def plan_chunk(inputs, setup, tables, lo, hi):
         params[row, P_SCALE] = scale
         params[row, P_SHIFT_COL] = 0.0
         params[row, P_SHIFT_ROW] = 0.0
-        boxes[row, B_COL0] = int(col0)
-        boxes[row, B_COL1] = int(col1)
-        boxes[row, B_ROW0] = int(row0)
-        boxes[row, B_ROW1] = int(row1)
+        boxes[row, B_COL0] = np.int64(col0)
+        boxes[row, B_COL1] = np.int64(col1)
+        boxes[row, B_ROW0] = np.int64(row0)
+        boxes[row, B_ROW1] = np.int64(row1)
         boxes[row, B_IMAGE] = image[k]
         kernel_index[row] = k
         any_rotated = any_rotated or b_coef != 0.0
@@ -190,7 +183,7 @@ def plan_task(inputs, setup, tables, chunk, kept, firsts, rotated):
     """:func:`plan_chunk` of the ``chunk``-th ``CHUNK`` kernels, its results stored at ``[chunk]`` of
     ``kept``, ``firsts`` and ``rotated``: what :func:`plan_chunks` calls by address. Returns 0."""
     lo = chunk * CHUNK
-    count, checks, any_rotated = plan_chunk(inputs, setup, tables, lo, min(inputs[2].size, lo + CHUNK))
+    count, checks, any_rotated = plan_chunk(inputs, setup, tables, lo, smaller(inputs[2].size, lo + CHUNK))
     kept[chunk] = count
     firsts[chunk, 0], firsts[chunk, 1], firsts[chunk, 2] = checks
     rotated[chunk] = any_rotated
@@ -210,7 +203,7 @@ def plan_chunks(address, inputs, setup, tables):
     (x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source = inputs
     (x0, dx, y0, dy), (n_images, height, width), (truncate, truncates), normalize_code = setup
     n = theta.size
-    params, boxes, kernel_index = _tables_for(tables, n)
+    params, boxes, kernel_index = tables
     n_chunks = (n + CHUNK - 1) // CHUNK
     kept = np.empty(n_chunks, dtype=np.int64)  # of the types of _NO_RESULTS
     firsts = np.empty((n_chunks, 3), dtype=np.int64)

@@ -28,7 +28,7 @@ import numpy as np
 from ...planning import (B_COL0, B_COL1, B_ROW0, B_ROW1, P_A, P_B, P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL,
                          P_SHIFT_ROW)
 from .cache import jit
-from .factors import COUNT, MAX, RELATIVE_FLUSH, SUM, flush_threshold, kernel_params, nearest
+from .factors import COUNT, MAX, RELATIVE_FLUSH, SUM, flush_threshold, kernel_params, larger, nearest, smaller
 
 RESTART = 32  # recurrence steps between exact exp restarts
 LANES = 8  # rotated rows are combined over windows of a multiple of this many pixels
@@ -89,13 +89,14 @@ def rotated_is_safe(p, c0, c1, r0, r1):
     ``A u^2/2 + B u w``) within ``2 E1``; the steps are linear in ``u`` and ``w``.
     """
     a, b, c = p[P_A], p[P_B], p[P_C]
-    big_u = max(abs(c0 - p[P_CX]), abs(c1 - p[P_CX])) + 1.0
-    big_w = max(abs(r0 - p[P_CY]), abs(r1 - p[P_CY])) + 1.0
+    big_u = larger(abs(c0 - p[P_CX]), abs(c1 - p[P_CX])) + 1.0
+    big_w = larger(abs(r0 - p[P_CY]), abs(r1 - p[P_CY])) + 1.0
     e1 = 0.5 * a * big_u * big_u + abs(b) * big_u * big_w
     e2 = 0.5 * c * big_w * big_w
-    worst = max(e1 + e2 + 0.5 * abs(p[P_SHIFT_COL] + p[P_SHIFT_ROW]), 2.0 * e1,
-                a * (big_u + 0.5) + abs(b) * big_w, abs(b) * (2.0 * big_u + 1.0),
-                abs(b) * big_u + c * (big_w + 0.5), a, c)
+    worst = e1 + e2 + 0.5 * abs(p[P_SHIFT_COL] + p[P_SHIFT_ROW])
+    for bound in (2.0 * e1, a * (big_u + 0.5) + abs(b) * big_w, abs(b) * (2.0 * big_u + 1.0),
+                  abs(b) * big_u + c * (big_w + 0.5), a, c):
+        worst = larger(worst, bound)
     return worst <= SAFE_EXPONENT
 
 
@@ -118,7 +119,7 @@ def _start_columns(a, b, u0, w, n, step_a, step_b, column, down):
             g = math.exp(-j * (a * (u0 + 0.5 * j) + b * w))
             x = math.exp(-b * j)
         ratio = math.exp(-(a * (u0 + j + 0.5) + b * w))
-        for i in range(j, min(n, j + RESTART)):
+        for i in range(j, smaller(n, j + RESTART)):
             column[i] = g
             down[i] = x
             g *= ratio
@@ -161,7 +162,7 @@ def rotated_block(image, p, r_first, r_last, c0, c1, scale, steps, combine, flus
     n = c1 - c0 + 1
     span = (n + LANES - 1) // LANES * LANES
     if span <= image.shape[1]:
-        start = min(c0, image.shape[1] - span)
+        start = smaller(c0, image.shape[1] - span)
         for i in range(span):  # lanes outside the box stay 0 through every row
             column[i] = 0.0
             down[i] = 0.0
@@ -175,7 +176,7 @@ def rotated_block(image, p, r_first, r_last, c0, c1, scale, steps, combine, flus
     for block in range(r_first, r_last + 1, RESTART):
         row_factor, row_step = _start_rows(p, u0, block - p[P_CY], n, step_a, step_b, column[lead:lead + n],
                                            down[lead:lead + n])
-        stop = min(r_last + 1, block + RESTART)
+        stop = smaller(r_last + 1, block + RESTART)
         for r in range(block, stop, 2):
             row_factor2 = row_factor * row_step
             row_step *= step_c
@@ -200,7 +201,7 @@ def _rotated_total(p, c0, c1, r0, r1):
     total = 0.0
     for block in range(r0, r1 + 1, RESTART):
         row_factor, row_step = _start_rows(p, u0, block - p[P_CY], n, step_a, step_b, column, down)
-        for r in range(block, min(r1 + 1, block + RESTART)):
+        for r in range(block, smaller(r1 + 1, block + RESTART)):
             row_total = 0.0
             for i in range(n):
                 row_total += column[i]
@@ -258,8 +259,8 @@ def _combine_rotated_rows(row, row2, column, down, row_factor, row_factor2, comb
             v2 = row_factor2 * c2
             s = row[i]
             s2 = row2[i]
-            t = max(s, row.dtype.type(v if abs(v) >= flush else 0.0))
-            t2 = max(s2, row.dtype.type(v2 if abs(v2) >= flush else 0.0))
+            t = larger(s, row.dtype.type(v if abs(v) >= flush else 0.0))
+            t2 = larger(s2, row.dtype.type(v2 if abs(v2) >= flush else 0.0))
             row[i] = t if c != 0.0 else s
             row2[i] = t2 if c != 0.0 else s2
             column[i] = c2 * d
@@ -289,6 +290,6 @@ def combine_exact_row(row, p, r, c0, c1, scale, combine, flush):
         if combine == SUM:
             row[col] = s + vv
         elif combine == MAX:
-            row[col] = max(s, vv)
+            row[col] = larger(s, vv)
         else:
             row[col] = s + vv * (1 - s)

@@ -27,7 +27,7 @@ from ...planning import B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, P_B
 from .bands import prepare_separable, separable_kernel, set_pair_rows, spans_band, zero_row
 from .cache import jit
 from .calls import call_address
-from .factors import kernel_params
+from .factors import kernel_params, larger, smaller
 from .rotated import combine_exact_row, prepare_rotated, rotated_block
 
 INFO_COLUMNS = 5  # what the preparation keeps per kernel (prepare_separable, prepare_rotated)
@@ -92,7 +92,7 @@ def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes
     """
     n_images, height, width = images.shape
     n_bands = (height + band_height - 1) // band_height
-    tiny = np.finfo(images.dtype).tiny  # smallest normal number of the output dtype
+    tiny = 2.0 ** -126 if images.itemsize == 4 else 2.0 ** -1022  # the output dtype's smallest normal number
     for k in range(first_kernel, last_kernel):
         if axis is not None:
             if rotated is None or params[k, P_B] == 0.0:
@@ -105,7 +105,7 @@ def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes
         # the band's list combined in.
         image = images[tile // n_bands]
         band_first = (tile % n_bands) * band_height
-        band_last = min(height, band_first + band_height) - 1
+        band_last = smaller(height, band_first + band_height) - 1
         band_kernels = kernel_ids[offsets[tile]:offsets[tile + 1]]
         # Unless accumulating, a band whose first kernel is axis-aligned and spans all its rows is
         # written by that kernel (combine(0, v), zeros around it) in one pass, not zeroed and then
@@ -130,8 +130,8 @@ def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes
             zero_row(spare)
         for j in range(2 if paired else 0, band_kernels.size):
             k = band_kernels[j]
-            r_first = max(boxes[k, B_ROW0], band_first)
-            r_last = min(boxes[k, B_ROW1], band_last)
+            r_first = larger(boxes[k, B_ROW0], band_first)
+            r_last = smaller(boxes[k, B_ROW1], band_last)
             if rotated is None:
                 separable = True
             elif axis is None:
@@ -164,21 +164,18 @@ def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_
     (chunks of ``kernel_chunk`` kernels a task), then every (image, band) tile rendered (one a task).
 
     One parallel loop, run once per phase, holding one call: it compiles in a fraction of a second
-    whatever the renderer holds. ``column_factors`` and ``info`` too small for the plan (empty) are
-    allocated here. Its index is unsigned inside the parallel body, and cast to the
-    int64 ``render_range`` was compiled for.
+    whatever the renderer holds. ``column_factors`` and ``info`` come sized for the plan (allocating
+    them here would compile NumPy's allocation for this function too). Its index is unsigned inside
+    the parallel body, and cast to the int64 ``render_range`` was compiled for.
     """
     n_kernels = params.shape[0]
-    if info.shape[0] < n_kernels:  # the caller's are too small (empty): allocated here
-        column_factors = np.empty(col_offsets[-1], dtype=column_factors.dtype)
-        info = np.empty((n_kernels, INFO_COLUMNS))
     for phase in range(2):
         n_tasks = (n_kernels + kernel_chunk - 1) // kernel_chunk if phase == 0 else offsets.size - 1
         for task in prange(n_tasks):
             first = np.int64(task)
             if phase == 0:
                 lo = first * kernel_chunk
-                ranges = (lo, min(n_kernels, lo + kernel_chunk), np.int64(0), np.int64(0))
+                ranges = (lo, smaller(n_kernels, lo + kernel_chunk), np.int64(0), np.int64(0))
             else:
                 ranges = (np.int64(0), np.int64(0), first, first + 1)
             call_address(address, (*ranges, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info,
