@@ -138,7 +138,10 @@ WARM_PATHS_SCRIPT = """
     outputs = {{wid: workloads.build(wid, True).render(backend="numba") for wid in ("W1", "W4", "W6")}}
     dense = gh.Kernels(x=[30.0, 50.0], y=[20.0, 40.0], sigma_x=[40.0, 60.0], sigma_y=[30.0, 50.0])
     outputs["dense"] = gh.render(dense, (256, 256), backend="numba", truncate=None)
-    heads = np.random.default_rng(5).uniform(0, 60, (40, 2))
+    rng = np.random.default_rng(5)
+    many = gh.Kernels(x=rng.uniform(0, 64, 5000), y=rng.uniform(0, 48, 5000), sigma_x=1.5, theta=rng.uniform(0, 3, 5000))
+    outputs["chunked planner"] = gh.render(many, (48, 64), backend="numba")  # more than planning.CHUNK kernels
+    heads = rng.uniform(0, 60, (40, 2))
     outputs["density"] = targets.density_map(heads, (64, 64), sigma="adaptive", backend="numba")
     registries = "numba.np.arraymath" in sys.modules  # what Numba's target context refresh imports
     if {check!r}:

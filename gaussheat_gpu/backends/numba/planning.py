@@ -214,6 +214,7 @@ def plan_chunks(address, inputs, setup, tables):
             ((x0, dx, y0, dy), (n_images, height, width), (truncate, truncates), normalize_code),
             (params, boxes, kernel_index), np.int64(chunk), kept, firsts, rotated))
     total = 0
+    any_rotated = False
     for chunk in range(n_chunks):
         lo = chunk * CHUNK
         if total != lo:  # rows only move to lower indices (total < lo): copied in order, none is overwritten early
@@ -224,13 +225,16 @@ def plan_chunks(address, inputs, setup, tables):
                     boxes[total + i, j] = boxes[lo + i, j]
                 kernel_index[total + i] = kernel_index[lo + i]
         total += kept[chunk]
-    checks = [-1, -1, -1]
-    for j in range(3):
-        for chunk in range(n_chunks):
-            if firsts[chunk, j] >= 0:
-                checks[j] = firsts[chunk, j]
-                break
-    return (params[:total], boxes[:total], kernel_index[:total]), (checks[0], checks[1], checks[2]), rotated.any()
+        any_rotated = any_rotated or rotated[chunk]
+    # Each check's first kernel: that of the earliest chunk that caught one (the last assignment here).
+    # Loops, not a list or rotated.any(): code holding those loads more of Numba's implementations
+    # whenever it is loaded from the cache (numba.np.arraymath imports SciPy's linear algebra).
+    checks = (-1, -1, -1)
+    for chunk in range(n_chunks - 1, -1, -1):
+        checks = (firsts[chunk, 0] if firsts[chunk, 0] >= 0 else checks[0],
+                  firsts[chunk, 1] if firsts[chunk, 1] >= 0 else checks[1],
+                  firsts[chunk, 2] if firsts[chunk, 2] >= 0 else checks[2])
+    return (params[:total], boxes[:total], kernel_index[:total]), checks, any_rotated
 
 
 @functools.cache
