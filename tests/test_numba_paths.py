@@ -50,7 +50,7 @@ COMPILED_SCRIPT = """
         gh.render(k, (30, 40), backend="numba")
     functions = dict(separable=bands.set_pair_rows, prepare_separable=bands.prepare_separable,
                      rotated=rotated.prepare_rotated, dense=dense.dense_factors, chunks=planning.plan_chunks,
-                     bands=tiles.render_bands, range=tiles.render_range, rows=planning.plan_rows,
+                     bands=tiles.render_bands, range=tiles.render_range, rows=planning.plan_chunk,
                      task=planning.plan_task)
     print(json.dumps({{name: len(f.signatures) for name, f in functions.items()}}))
 """

@@ -97,7 +97,8 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
                   workspace.empty("boxes", (n, N_BOX), np.int64),
                   workspace.empty("kernel_index", (n,), np.int64))
     if n <= CHUNK:
-        (params, boxes, kernel_index), checks, any_rotated = plan_rows(inputs, setup, tables)
+        kept, checks, any_rotated = plan_chunk(inputs, setup, tables, 0, n)
+        params, boxes, kernel_index = tables[0][:kept], tables[1][:kept], tables[2][:kept]
     else:
         task = calls.address(plan_task, (inputs, setup, _NO_TABLES, 0, *_NO_RESULTS))
         (params, boxes, kernel_index), checks, any_rotated = plan_chunks(task, inputs, setup, tables)
@@ -113,17 +114,9 @@ _NO_RESULTS = (np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64), np
 
 
 @jit(entry=True)
-def plan_rows(inputs, setup, tables):
-    """The tables of :func:`plan_tables` on the calling thread (written into ``tables``, a row for
-    each kernel), the checks and whether a kept kernel is rotated."""
-    params, boxes, kernel_index = tables
-    kept, checks, any_rotated = plan_chunk(inputs, setup, tables, 0, inputs[2].size)
-    return (params[:kept], boxes[:kept], kernel_index[:kept]), checks, any_rotated
-
-
-@jit
 def plan_chunk(inputs, setup, tables, lo, hi):
-    """Plan rows of kernels ``lo..hi-1``, packed into ``tables`` from row ``lo``.
+    """Plan rows of kernels ``lo..hi-1``, packed into ``tables`` from row ``lo``: called from Python
+    for a plan of at most ``CHUNK`` kernels, and by :func:`plan_task` for each chunk of a larger one.
 
     Returns the number of rows written, the first kernel each check caught (bad image index,
     rotated, outside por's range; -1: none) and whether a kept kernel is rotated.

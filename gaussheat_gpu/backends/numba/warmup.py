@@ -111,7 +111,7 @@ def cache_status():
     def has(dispatcher, test=lambda sig: True):
         return any(test(key[0]) for key in cache.valid_entries(dispatcher))
 
-    planner = has(planning.plan_rows)
+    planner = has(planning.plan_chunk)
     binning = planner and has(tiles.bin_kernels)
     trig = has(planning._libm_cos_sin)  # rotated kernels' planning
     status = {}
