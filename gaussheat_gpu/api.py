@@ -152,9 +152,7 @@ def available_backends() -> list[str]:
 
 
 def _resolve_dtype(dtype, out):
-    if dtype is None:
-        if out is None:
-            return _DTYPES[0]
+    if dtype is None and out is not None:
         try:
             resolved = np.dtype(getattr(out, "dtype", None))
         except TypeError:
@@ -163,18 +161,56 @@ def _resolve_dtype(dtype, out):
             raise ValueError(f"out has dtype {_dtype_text(resolved)}, which render cannot write; "
                              f"pass a native float32 or float64 array")
         return resolved
+    return parse_dtype(dtype)
+
+
+def parse_dtype(dtype, supported=_DTYPES):
+    """``dtype`` as one of the ``supported`` dtypes, in any spelling NumPy understands.
+
+    Parameters
+    ----------
+    dtype : dtype-like or None
+        A dtype, its name, its type or its code (``"float32"``, ``"f4"``, ``numpy.float32``,
+        ``numpy.dtype("float32")``). ``None`` means float32.
+    supported : tuple of numpy.dtype, default (float32, float64)
+        The dtypes accepted, in native byte order; named in this order in the error messages.
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    TypeError
+        ``dtype`` is not a dtype.
+    ValueError
+        ``dtype`` is not one of ``supported`` (a non-native byte order included).
+
+    Examples
+    --------
+    >>> parse_dtype("f8"), parse_dtype(np.float32), parse_dtype(None)
+    (dtype('float64'), dtype('float32'), dtype('float32'))
+    """
+    if dtype is None:
+        return _DTYPES[0]
     try:
         resolved = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"dtype = {dtype!r} is not a dtype; use 'float32' or 'float64'") from None
-    if resolved not in _DTYPES:
-        raise ValueError(f"dtype = {_dtype_text(resolved)} is not supported; use 'float32' or 'float64'")
+        raise TypeError(f"dtype = {dtype!r} is not a dtype; use {_choices(supported)}") from None
+    if resolved not in supported:
+        raise ValueError(f"dtype = {_dtype_text(resolved, supported)} is not supported; use {_choices(supported)}")
     return resolved
 
 
-def _dtype_text(dtype):
+def _choices(dtypes):
+    """``'a', 'b' or 'c'``: the dtypes' names for an error message."""
+    names = [repr(d.name) for d in dtypes]
+    return " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+
+
+def _dtype_text(dtype, supported=_DTYPES):
     """A dtype's name, quoted, with its byte order when that is not the machine's."""
-    if dtype.byteorder not in "=|" and dtype.newbyteorder("=") in _DTYPES:
+    if dtype.byteorder not in "=|" and dtype.newbyteorder("=") in supported:
         return f"{dtype.name!r} in {'big' if dtype.byteorder == '>' else 'little'}-endian byte order ({dtype.str!r})"
     return repr(dtype.name)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 import os
 from typing import NamedTuple
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from . import backends
 from ._xp import array_module, is_device_array, to_host
-from .api import render
+from .api import parse_dtype, render
 from .kernel_set import Kernels
 
 __all__ = ["keypoint_heatmaps", "center_heatmaps", "gaussian_radius", "density_map", "adaptive_sigma",
@@ -38,7 +39,7 @@ __all__ = ["keypoint_heatmaps", "center_heatmaps", "gaussian_radius", "density_m
 CONVENTIONS = ("msra", "udp", "dark", "exact")
 RADIUS_FORMULAS = ("cornernet", "centernet")
 BORDERS = ("count", "constant", "reflect")
-_DTYPES = ("float16", "float32", "float64")
+_DTYPES = tuple(map(np.dtype, ("float16", "float32", "float64")))  # render's and float16
 _DLPACK_DEVICE_TYPES = {1: "cpu", 3: "cpu", 2: "cuda", 13: "cuda"}  # kDLCPU, kDLCUDAHost, kDLCUDA, kDLCUDAManaged
 KEYPOINT_TRUNCATE = 3.0  # mmpose's window radius, in sigmas
 CENTER_TRUNCATE = 3.0  # CenterNet's window (2r + 1)^2 with sigma = (2r + 1) / 6
@@ -115,13 +116,6 @@ def _backend_for(xp, backend):
     return next(name for name in backends.available() if name != "cupy")
 
 
-def _check_dtype(dtype):
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if name not in _DTYPES:
-        raise ValueError(f"dtype = {dtype!r} is not supported; use one of {', '.join(map(repr, _DTYPES))}")
-    return name
-
-
 class Request(NamedTuple):
     """What a helper renders: its kernels, output shape and render options, decided from the inputs.
 
@@ -151,16 +145,24 @@ def _render(request, dtype, backend):
     return kind.give(out)
 
 
-def _size_pair(value, name):
-    """A ``(W, H)`` pair of positive integers."""
+def _size_pair(value, name, order="(W, H)"):
+    """Two positive integers, in ``order``: ints, NumPy integers or whole floats (64.0, not 64.5)."""
     try:
-        width, height = (int(v) for v in value)
-        ok = all(float(v) == int(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be (W, H), two positive integers, got {value!r}") from None
-    if not ok or width <= 0 or height <= 0:
-        raise ValueError(f"{name} = {tuple(value)!r} must be (W, H), two positive integers")
-    return width, height
+        pair = tuple(value)
+    except TypeError:
+        pair = None
+    if pair is None or len(pair) != 2 or not all(_is_number(v) for v in pair):
+        raise TypeError(f"{name} must be {order}, two positive integers, got {value!r}")
+    for v in pair:
+        whole = isinstance(v, numbers.Integral) or (math.isfinite(v) and v == int(v))
+        if not whole or v <= 0:
+            raise ValueError(f"{name} = {pair!r} must be {order}, two positive integers ({v!r} is not)")
+    return int(pair[0]), int(pair[1])
+
+
+def _is_number(value):
+    """A real number (NumPy's included) that is not a bool: ``render`` refuses bools in its ``shape``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _batch(image, n_items, n_images, kind, item):
@@ -188,15 +190,16 @@ def _batch(image, n_items, n_images, kind, item):
         n_images = top
     elif isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 0:
         raise ValueError(f"n_images = {n_images!r} must be a non-negative integer")
-    _first_bad_index(image, (image < 0) | (image >= n_images), xp,
-                     f"must lie in [0, {int(n_images) - 1}] (n_images = {int(n_images)})", item)
+    _first_bad(image, (image < 0) | (image >= n_images), xp,
+               f"must lie in [0, {int(n_images) - 1}] (n_images = {int(n_images)})", item, "image")
     return image, int(n_images)
 
 
-def _first_bad_index(values, bad, xp, requirement, item, name="image"):
+def _first_bad(values, bad, xp, requirement, item, name):
+    """Raise naming the first of ``values`` (numbers or rows) where ``bad`` is true, and how many are."""
     if n := int(xp.count_nonzero(bad)):
         i = int(xp.nonzero(bad)[0][0])
-        raise ValueError(f"{name}[{i}] = {values[i].item()!r} {requirement} ({item} {i}; {n} bad in all)")
+        raise ValueError(f"{name}[{i}] = {values[i].tolist()!r} {requirement} ({item} {i}; {n} bad in all)")
 
 
 def _per_item(value, kind, n, item, name):
@@ -212,7 +215,7 @@ def _per_item(value, kind, n, item, name):
 def _positive_per_item(sigma, kind, n, item):
     sigma = _per_item(sigma, kind, n, item, "sigma")
     xp = kind.xp
-    _first_bad_index(sigma, ~(sigma > 0) | ~xp.isfinite(sigma), xp, "must be finite and > 0", item, "sigma")
+    _first_bad(sigma, ~(sigma > 0) | ~xp.isfinite(sigma), xp, "must be finite and > 0", item, "sigma")
     return sigma
 
 
@@ -232,7 +235,8 @@ def keypoint_heatmaps(keypoints, heatmap_size, sigma, *, visible=None, image=Non
         x, y of K keypoints of N instances, in input pixels (extra columns after the second are
         ignored). NumPy, CuPy, or any ``__dlpack__`` array (torch).
     heatmap_size : (W, H)
-        Heatmap width and height in pixels, in mmpose's order.
+        Heatmap width and height in pixels, in mmpose's order: positive ints, NumPy integers or
+        whole floats (``48.0``; ``48.5`` is refused).
     sigma : float or array (N,)
         Standard deviation in heatmap pixels, one for all or one per instance.
     visible : array (N, K), optional
@@ -255,7 +259,8 @@ def keypoint_heatmaps(keypoints, heatmap_size, sigma, *, visible=None, image=Non
         * ``"exact"``: MSRA's scale, sub-pixel centre, peak 1 at the true centre, window
           ``|d| <= 3 sigma`` by :func:`gaussheat_gpu.render`'s box rule.
     dtype : {"float32", "float64", "float16"}
-        Heatmap dtype; float16 is rendered in float32, then rounded.
+        Heatmap dtype, in any spelling :func:`gaussheat_gpu.render` takes (``"f4"``,
+        ``numpy.float32``; None is float32); float16 is rendered in float32, then rounded.
     backend : {"auto", "cupy", "numba", "numpy"}
         See the module docstring.
 
@@ -306,7 +311,7 @@ def keypoint_heatmaps(keypoints, heatmap_size, sigma, *, visible=None, image=Non
     >>> heat.shape, float(heat[0, 5, 10]), weights.tolist()
     ((2, 64, 48), 1.0, [[1.0, 1.0]])
     """
-    dtype = _check_dtype(dtype)
+    dtype = parse_dtype(dtype, _DTYPES)
     request = keypoint_request(keypoints, heatmap_size, sigma, visible=visible, image=image, n_images=n_images,
                                input_size=input_size, convention=convention)
     return _render(request, dtype, backend), request.kind.give(request.extra)
@@ -498,6 +503,7 @@ def center_heatmaps(boxes, labels, num_classes, heatmap_size, *, image=None, n_i
     min_radius : int, default 0
         Smallest radius (CenterPoint uses 2).
     dtype : {"float32", "float64", "float16"}
+        As in :func:`keypoint_heatmaps`.
     backend : {"auto", "cupy", "numba", "numpy"}
 
     Returns
@@ -528,7 +534,7 @@ def center_heatmaps(boxes, labels, num_classes, heatmap_size, *, image=None, n_i
     >>> heat.shape, float(heat[2, 16, 24]), int((heat == 1).sum())
     ((3, 32, 64), 1.0, 1)
     """
-    dtype = _check_dtype(dtype)
+    dtype = parse_dtype(dtype, _DTYPES)
     request = center_request(boxes, labels, num_classes, heatmap_size, image=image, n_images=n_images,
                              input_size=input_size, min_overlap=min_overlap, radius=radius, min_radius=min_radius)
     return _render(request, dtype, backend)
@@ -563,16 +569,16 @@ def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_im
     boxes, kind = _finite_rows(boxes, "boxes", 4, "(M, 4) (x1, y1, x2, y2)", "box")
     xp = kind.xp
     m = int(boxes.shape[0])
-    _first_bad_row(boxes, (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), xp, "has x2 < x1 or y2 < y1",
-                   "boxes", "box")
+    _first_bad(boxes, (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), xp, "has x2 < x1 or y2 < y1",
+               "box", "boxes")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes <= 0:
         raise ValueError(f"num_classes = {num_classes!r} must be a positive integer")
     labels = _same_place(labels, kind, "labels")
     if labels.shape != (m,) or labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be {m} integers (one per box), got shape {tuple(labels.shape)} "
                          f"and dtype {labels.dtype}")
-    _first_bad_index(labels, (labels < 0) | (labels >= num_classes), xp,
-                     f"is not a class in [0, {num_classes - 1}]", "box", "labels")
+    _first_bad(labels, (labels < 0) | (labels >= num_classes), xp,
+               f"is not a class in [0, {num_classes - 1}]", "box", "labels")
     width, height = _size_pair(heatmap_size, "heatmap_size")
     in_width, in_height = _size_pair(input_size, "input_size") if input_size is not None else (width, height)
     image, n_images = _batch(image, m, n_images, kind, "box")
@@ -587,8 +593,8 @@ def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_im
         r = xp.floor(r)
     else:
         r = _per_item(radius, kind, m, "box", "radius")
-        _first_bad_index(r, ~(r >= 0) | ~xp.isfinite(r) | (r != xp.floor(r)), xp, "must be an integer >= 0",
-                         "box", "radius")
+        _first_bad(r, ~(r >= 0) | ~xp.isfinite(r) | (r != xp.floor(r)), xp, "must be an integer >= 0",
+                   "box", "radius")
     r = xp.maximum(r, float(min_radius))
     sigma = (2 * r + 1) / 6
     target = labels.astype(xp.int64) if image is None else image * num_classes + labels
@@ -606,14 +612,8 @@ def _finite_rows(value, name, columns, layout, item):
     rows = rows.astype(kind.xp.float64, copy=False)
     finite = kind.xp.isfinite(rows)
     if not bool(finite.all()):  # (a row-wise reduction of a narrow array costs more than the check)
-        _first_bad_row(rows, ~finite.all(axis=1), kind.xp, "is not finite", name, item)
+        _first_bad(rows, ~finite.all(axis=1), kind.xp, "is not finite", item, name)
     return rows, kind
-
-
-def _first_bad_row(rows, bad, xp, requirement, name, item):
-    if bool(bad.any()):
-        i = int(xp.nonzero(bad)[0][0])
-        raise ValueError(f"{name}[{i}] = {rows[i].tolist()!r} {requirement} ({item} {i})")
 
 
 # -- crowds: density maps -------------------------------------------------------------------------
@@ -630,7 +630,7 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
         ``k[int(y), int(x)] = 1`` is the point ``(floor(x), floor(y))``: floor the points to
         reproduce it (CSRNet also collapses heads that floor to the same pixel; here each counts).
     shape : (H, W)
-        Map height and width.
+        Map height and width: positive ints, NumPy integers or whole floats.
     sigma : float, array (N,) or "adaptive"
         Gaussian standard deviation in pixels. ``"adaptive"`` is CSRNet's geometry-adaptive
         kernel: ``beta`` times the mean distance to the ``k`` nearest other heads of the same
@@ -658,6 +658,7 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
         The window of each head, scipy's: ``|dx|, |dy| <= R`` pixels with ``R = int(truncate *
         sigma + 0.5)``, for every border mode.
     dtype : {"float32", "float64", "float16"}
+        As in :func:`keypoint_heatmaps`.
     backend : {"auto", "cupy", "numba", "numpy"}
 
     Returns
@@ -694,7 +695,7 @@ def density_map(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None, ima
     >>> round(float(m.sum()), 4)
     4.0
     """
-    dtype = _check_dtype(dtype)
+    dtype = parse_dtype(dtype, _DTYPES)
     request = density_request(points, shape, sigma=sigma, k=k, beta=beta, lone_sigma=lone_sigma, image=image,
                               n_images=n_images, border=border, truncate=truncate)
     return _render(request, dtype, backend)
@@ -732,12 +733,7 @@ def density_request(points, shape, *, sigma=4.0, k=3, beta=0.3, lone_sigma=None,
     points, kind = _finite_rows(points, "points", 2, "(N, 2) (x, y)", "point")
     xp = kind.xp
     n = int(points.shape[0])
-    try:
-        height, width = (int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"shape must be (H, W), got {shape!r}") from None
-    if height <= 0 or width <= 0:
-        raise ValueError(f"shape = {tuple(shape)!r} must be two positive integers (H, W)")
+    height, width = _size_pair(shape, "shape", "(H, W)")
     image, n_images = _batch(image, n, n_images, kind, "point")
     out_shape = (height, width) if image is None else (n_images, height, width)
     truncate = float(truncate)

@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:  # bench/ is a package at the repository root, not
 
 from bench.target_loops import (blurred_deltas, centernet_targets, csrnet_sigmas, mmpose_dark,  # noqa: E402
                                 mmpose_msra, mmpose_udp, radius_loop)
+from gaussheat_gpu import Kernels, render  # noqa: E402
 from gaussheat_gpu._xp import to_host  # noqa: E402
 from gaussheat_gpu.targets import (adaptive_sigma, center_heatmaps, density_map, gaussian_radius,  # noqa: E402
                                    keypoint_heatmaps)
@@ -419,6 +420,91 @@ def test_empty_inputs_give_zero_maps():
     assert heat.shape == (3, 4, 5) and weights.shape == (0, 3) and not heat.any()
     assert center_heatmaps(np.zeros((0, 4)), np.zeros(0, int), 2, (5, 4), image=np.zeros(0, int),
                            n_images=2).shape == (2, 2, 4, 5)
+
+
+# -- arguments every helper takes: dtype, sizes, bad rows ------------------------------------------
+
+HELPER_NAMES = ("keypoint_heatmaps", "center_heatmaps", "density_map")
+
+
+def call_helper(helper, size=(12, 10), **options):
+    """``helper`` on one small annotation; its sizes are ``size`` (W, H) unless ``options`` names them."""
+    if helper == "density_map":
+        shape = options.pop("shape", tuple(size)[::-1])
+        return density_map(np.array([[4.0, 3.0]]), shape, sigma=1.0, backend="numpy", **options)
+    heatmap_size = options.pop("heatmap_size", size)
+    options.setdefault("input_size", size)
+    if helper == "keypoint_heatmaps":
+        return keypoint_heatmaps(np.array([[[4.0, 3.0]]]), heatmap_size, 1.0, backend="numpy", **options)[0]
+    return center_heatmaps(np.array([[2.0, 2.0, 7.0, 6.0]]), [0], 1, heatmap_size, backend="numpy", **options)
+
+
+def outcome(call):
+    """A call's result dtype, or its error's type and message up to the list of dtypes it takes."""
+    try:
+        return call().dtype.name
+    except (TypeError, ValueError) as error:
+        return f"{type(error).__name__}: {str(error).split('; use ')[0]}"
+
+
+@pytest.mark.parametrize("helper", HELPER_NAMES)
+@pytest.mark.parametrize("dtype", ["float32", "f4", np.float32, np.dtype("float32"), None, "float64", "f8", "d",
+                                   float, np.float64, np.dtype("float64"), "=f8", "float16", "f2", np.float16,
+                                   np.dtype("float16"), ">f4", "int8", np.int32, "complex64", "bogus", 3.5])
+def test_helpers_take_the_dtype_spellings_render_takes(helper, dtype):
+    kernels = Kernels(x=[1.0], y=[1.0], sigma_x=[1.0])
+    by_render = outcome(lambda: render(kernels, (4, 5), dtype=dtype, backend="numpy"))
+    by_helper = outcome(lambda: call_helper(helper, dtype=dtype))
+    if by_render == "ValueError: dtype = 'float16' is not supported":  # the helpers' one addition
+        assert by_helper == "float16"
+    else:
+        assert by_helper == by_render
+
+
+@pytest.mark.parametrize("helper", HELPER_NAMES)
+def test_helpers_name_the_dtypes_they_take(helper):
+    with pytest.raises(ValueError, match=r"^dtype = 'int8' is not supported; use 'float16', 'float32' or 'float64'$"):
+        call_helper(helper, dtype=np.int8)
+    with pytest.raises(ValueError, match=r"^dtype = 'float64' in big-endian byte order \('>f8'\) is not supported"):
+        call_helper(helper, dtype=">f8")
+    with pytest.raises(TypeError, match=r"^dtype = 'bogus' is not a dtype; use 'float16', 'float32' or 'float64'$"):
+        call_helper(helper, dtype="bogus")
+
+
+@pytest.mark.parametrize("helper", HELPER_NAMES)
+@pytest.mark.parametrize("size", [(np.int64(12), np.uint16(10)), np.array([12, 10]), (12.0, np.float32(10))])
+def test_sizes_of_numpy_integers_or_whole_floats_are_taken(helper, size):
+    expected = call_helper(helper)
+    actual = call_helper(helper, size)
+    assert actual.shape == expected.shape and actual.shape[-2:] == (10, 12) and np.array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("helper, argument", [("keypoint_heatmaps", "heatmap_size"), ("keypoint_heatmaps", "input_size"),
+                                              ("center_heatmaps", "heatmap_size"), ("center_heatmaps", "input_size"),
+                                              ("density_map", "shape")])
+@pytest.mark.parametrize("value, error, message", [
+    ((12.5, 10), ValueError, r" = \(12.5, 10\) must be \({order}\), two positive integers \(12.5 is not\)$"),
+    ((12, 0), ValueError, r" = \(12, 0\) must be \({order}\), two positive integers \(0 is not\)$"),
+    ((12, float("nan")), ValueError, r" = \(12, nan\) must be \({order}\), two positive integers \(nan is not\)$"),
+    ((True, 10), TypeError, r" must be \({order}\), two positive integers, got \(True, 10\)$"),
+    ((12, 10, 1), TypeError, r" must be \({order}\), two positive integers, got \(12, 10, 1\)$"),
+    (12, TypeError, r" must be \({order}\), two positive integers, got 12$"),
+])
+def test_sizes_that_are_not_two_positive_integers_are_refused(helper, argument, value, error, message):
+    order = "H, W" if argument == "shape" else "W, H"
+    with pytest.raises(error, match="^" + argument + message.format(order=order)):
+        call_helper(helper, **{argument: value})
+
+
+def test_bad_values_and_rows_are_named_with_their_count():
+    points = np.array([[1.0, 2.0], [np.nan, 0.0], [3.0, np.inf]])
+    with pytest.raises(ValueError, match=r"^points\[1\] = \[nan, 0.0\] is not finite \(point 1; 2 bad in all\)$"):
+        density_map(points, (10, 10), backend="numpy")
+    boxes = np.array([[0.0, 0.0, 5.0, 5.0], [4.0, 0.0, 3.0, 2.0]])
+    with pytest.raises(ValueError, match=r"^boxes\[1\] = \[4.0, 0.0, 3.0, 2.0\] has x2 < x1 or y2 < y1 \(box 1; 1 bad"):
+        center_heatmaps(boxes, [0, 0], 1, (16, 16), backend="numpy")
+    with pytest.raises(ValueError, match=r"^labels\[1\] = 5 is not a class in \[0, 2\] \(box 1; 2 bad in all\)$"):
+        center_heatmaps(boxes[[0, 0, 0]], [0, 5, 7], 3, (16, 16), backend="numpy")
 
 
 # -- array kinds: DLPack and torch ----------------------------------------------------------------
