@@ -502,8 +502,8 @@ def _bad_peak(normalize, limit, k, kernel):
 # -- per-kernel formulas, written once ----------------------------------------------------------
 #
 # These take arrays (NumPy or CuPy: NumPy's ufuncs dispatch to CuPy through ``__array_ufunc__``) or
-# float64 scalars inside the compiled host loop (backends/numba/planning.py), which calls them
-# through Numba's ``register_jitable``. Plain IEEE operations only (no fused multiply-add), so both
+# float64 scalars inside the compiled host loop (backends/numba/planning.py), which compiles them as
+# its helpers. Plain IEEE operations only (no fused multiply-add), so both
 # ways give the same bits; cos/sin come from the C library there only where it matches NumPy's.
 
 def kernel_coefficients(x, y, sigma_x, sigma_y, cos, sin, amplitude, geometry, pdf):
