@@ -28,8 +28,9 @@ def main(argv=None) -> int:
     Returns
     -------
     int
-        Exit status: 0, or 2 after a one-line error on stderr (bad arguments or environment, a
-        file that cannot be written, a backend that cannot run), never a traceback.
+        Exit status: 0, or 2 after a one-line error on stderr (bad arguments, input files or
+        environment, a file that cannot be written, a missing optional dependency, a backend that
+        cannot run), never a traceback.
     """
     parser = argparse.ArgumentParser(prog="gaussheat", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
         if args.command == "warmup":
             return run_warmup(args.all)
         return run_info()
-    except (ValueError, TypeError, MemoryError, OSError, backends.BackendUnavailable) as exc:
+    except (ValueError, TypeError, MemoryError, OSError, ImportError, backends.BackendUnavailable) as exc:
         print(f"gaussheat {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 

@@ -6,7 +6,8 @@ list of row objects), NPY (a structured array with those field names, or an ``(N
 that column order) and NPZ (one array per column), all read without pickles. Outputs, by extension:
 PNG (exactly H x W pixels through a colormap), NPY (the array as rendered), TIFF (float32, one
 page per image; written here, uncompressed, no dependency) and Zarr (``--chunks N``: chunk by chunk
-through :func:`gaussheat_gpu.dask.to_zarr`, resumable; the ``dask`` extra).
+through :func:`gaussheat_gpu.dask.to_zarr`, resumable, on threads here or on a ``distributed``
+cluster with ``--scheduler``; the ``dask`` extra).
 
 A malformed input is refused with its file, line and column and exit status 2; a failed run
 leaves no output file (each output is written under a temporary name in its directory, and the
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import itertools
 import json
 import math
 import os
@@ -26,11 +29,13 @@ import struct
 import sys
 import tempfile
 import time
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ._progress import ProgressBar
 from ._xp import to_host
 from .api import render
 from .kernel_set import FIELDS, Kernels
@@ -44,11 +49,17 @@ amplitude, image), JSON (an object of columns or a list of row objects), NPY (a 
 with those field names, or an (N, k) array in that column order) or NPZ (one array per column),
 all read without pickles. OUTPUT, by extension: PNG (exactly H x W pixels through a colormap), NPY
 (the array as rendered), TIFF (float32, one page per image), or a Zarr store (with --chunks: rendered
-chunk by chunk on Dask, never holding the whole map; rerun to resume an interrupted render). A
-malformed input is refused with its file, line and column and exit status 2; a failed run leaves no
-output file (a Zarr store keeps the chunks it finished)."""
-CHUNK_KERNELS = 20_000  # kernels per render call when a render may need a progress bar
+chunk by chunk on Dask, never holding the whole map, on threads here or on the cluster of
+--scheduler; rerun to resume an interrupted render). A malformed input is refused with its file,
+line and column and exit status 2; a failed run leaves no output file (a Zarr store keeps the
+chunks it finished).
+
+A progress bar splits a render of more than 20,000 kernels into parts accumulated into one output:
+their sums can differ from one call's in the last bits. Without a bar (--progress never, or auto
+when stderr is not a terminal) the output is bit for bit gaussheat_gpu.render's."""
+CHUNK_KERNELS = 20_000  # kernels per render call when a render shows a progress bar
 PROGRESS_AFTER_S = 1.0
+PROGRESS = ("auto", "always", "never")
 
 
 class InputError(ValueError):
@@ -74,62 +85,104 @@ def add_parser(commands):
     p.add_argument("--cmap", default="inferno", help="PNG colormap (matplotlib's names; 'gray' needs no matplotlib)")
     p.add_argument("--vmin", type=float, help="PNG: value at the bottom of the colormap (default the minimum)")
     p.add_argument("--vmax", type=float, help="PNG: value at the top of the colormap (default the maximum)")
-    p.add_argument("--chunks", type=int, help="Zarr output: chunk side in pixels (rendered chunk by chunk on Dask)")
+    p.add_argument("--chunks", help="Zarr output: chunk side N in pixels, or RxC (rendered chunk by chunk on Dask)")
+    p.add_argument("--scheduler", help="Zarr output: address of a Dask distributed scheduler whose workers render "
+                                       "and write the chunks (they must reach the store; default: threads here)")
     p.add_argument("--overwrite", action="store_true", help="Zarr output: replace a store holding another render")
-    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                   help="progress bar on stderr: auto shows it once a render has taken a second")
+    p.add_argument("--progress", choices=PROGRESS, default="auto",
+                   help="progress bar on stderr: always; never; auto (default): a Zarr render always, another "
+                        "on a terminal once it has taken a second (a bar splits a render of more than "
+                        f"{CHUNK_KERNELS:,} kernels into parts, which can change the last bits of sums)")
     return p
 
 
 def run(args) -> int:
-    """Run ``gaussheat render``; errors in the input or options exit with status 2, no traceback."""
-    try:
-        outputs = [Path(path) for path in args.output]
-        for output in outputs:
-            if output.suffix.lower() not in OUTPUT_SUFFIXES:
-                raise InputError(f"{output}: unknown output type {output.suffix!r}; use one of "
-                                 f"{', '.join(OUTPUT_SUFFIXES)}")
-        kernels = read_kernels(args.input)
-        shape = _parse_shape(args.shape, kernels)
-        extent = _parse_floats(args.extent, 4, "--extent") if args.extent else None
-        truncate = None if args.truncate.strip().lower() == "none" else _parse_floats(args.truncate, 1, "--truncate")[0]
-        for output in outputs:
-            if output.suffix.lower() == ".png" and len(shape) != 2:
-                raise InputError(f"{output}: a PNG holds one image; the shape {'x'.join(map(str, shape))} makes "
-                                 f"{math.prod(shape[:-2])}")
-        start = time.perf_counter()
-        if any(output.suffix.lower() == ".zarr" for output in outputs):
-            return _render_zarr(args, outputs, kernels, shape, truncate, extent, start)
-        heat = render_with_progress(kernels, shape, args.progress, combine=args.combine, normalize=args.normalize,
-                                    truncate=truncate, extent=extent, dtype=args.dtype, backend=args.backend)
-        heat = to_host(heat)
-        write_atomically(outputs, [lambda path, suffix=o.suffix.lower(): _write(path, suffix, heat, args)
-                                   for o in outputs])
-    except (InputError, ValueError, TypeError, OSError, ImportError) as exc:
-        print(f"gaussheat render: error: {exc}", file=sys.stderr)
-        return 2
+    """Run ``gaussheat render`` with the arguments of :func:`add_parser`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        0 once every output is written.
+
+    Raises
+    ------
+    InputError, ValueError, TypeError, OSError, ImportError
+        Bad input or options, an output that cannot be written, a missing extra:
+        :func:`gaussheat_gpu.cli.main` reports them on one line with exit status 2.
+    """
+    outputs = [Path(path) for path in args.output]
+    for output in outputs:
+        if output.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise InputError(f"{output}: unknown output type {output.suffix!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    zarr_output = any(output.suffix.lower() == ".zarr" for output in outputs)
+    for option in ("chunks", "scheduler"):
+        if getattr(args, option) is not None and not zarr_output:
+            raise InputError(f"--{option} applies to a Zarr output (-o map.zarr), not to {', '.join(args.output)}")
+    kernels = read_kernels(args.input)
+    shape = _parse_shape(args.shape, kernels)
+    extent = _parse_floats(args.extent, 4, "--extent") if args.extent else None
+    truncate = None if args.truncate.strip().lower() == "none" else _parse_floats(args.truncate, 1, "--truncate")[0]
+    for output in outputs:
+        if output.suffix.lower() == ".png" and len(shape) != 2:
+            raise InputError(f"{output}: a PNG holds one image; the shape {'x'.join(map(str, shape))} makes "
+                             f"{math.prod(shape[:-2])}")
+    start = time.perf_counter()
+    options = dict(combine=args.combine, normalize=args.normalize, truncate=truncate, extent=extent, dtype=args.dtype,
+                   backend=args.backend)
+    if zarr_output:
+        return _render_zarr(args, outputs, kernels, shape, options, start)
+    heat = to_host(render_with_progress(kernels, shape, args.progress, **options))
+    write_atomically(outputs, [lambda path, suffix=o.suffix.lower(): _write(path, suffix, heat, args)
+                               for o in outputs])
     print(f"wrote {', '.join(map(str, outputs))} ({' x '.join(map(str, shape))}, {args.dtype}, rendered and "
           f"written in {time.perf_counter() - start:.3g} s, max {float(np.max(heat)):.4g})")
     return 0
 
 
-def _render_zarr(args, outputs, kernels, shape, truncate, extent, start) -> int:
+def _render_zarr(args, outputs, kernels, shape, options, start) -> int:
     """``-o map.zarr --chunks N``: render chunk by chunk into a Zarr store (gaussheat_gpu.dask.to_zarr)."""
     if len(outputs) != 1:
         raise InputError("a Zarr output is written chunk by chunk and cannot be combined with other outputs")
-    if not args.chunks or args.chunks <= 0:
-        raise InputError(f"{outputs[0]}: a Zarr output needs --chunks N (a chunk side in pixels, N > 0)")
+    chunks = _parse_chunks(args.chunks, shape, outputs[0])
     try:
         from . import dask as gaussheat_dask
     except ImportError as exc:
         raise InputError(f"{outputs[0]}: Zarr output needs the dask extra (pip install 'gaussheat_gpu[dask]'): {exc}")
-    chunks = (1,) * (len(shape) - 2) + (args.chunks, args.chunks)
-    gaussheat_dask.to_zarr(kernels, shape, str(outputs[0]), chunks=chunks, overwrite=args.overwrite,
-                           progress=args.progress != "never", combine=args.combine, normalize=args.normalize,
-                           truncate=truncate, extent=extent, dtype=args.dtype, backend=args.backend)
-    print(f"wrote {outputs[0]} ({' x '.join(map(str, shape))}, {args.dtype}, chunks of {args.chunks} x {args.chunks}, "
-          f"{time.perf_counter() - start:.3g} s)")
+    client = _connect(args.scheduler) if args.scheduler else None
+    try:
+        gaussheat_dask.to_zarr(kernels, shape, str(outputs[0]), chunks=chunks, overwrite=args.overwrite,
+                               progress=args.progress != "never", **options)
+    finally:
+        if client is not None:
+            client.close()
+    print(f"wrote {outputs[0]} ({' x '.join(map(str, shape))}, {args.dtype}, chunks of "
+          f"{' x '.join(map(str, chunks[-2:]))}, {time.perf_counter() - start:.3g} s)")
     return 0
+
+
+def _parse_chunks(text, shape, output):
+    """``--chunks N`` (N x N) or ``RxC`` (or one size per axis of ``shape``) as a chunk shape."""
+    sizes = _parse_dims(text, "--chunks", "N, RxC or one size per axis") if text is not None else ()
+    if not sizes or min(sizes) <= 0 or len(sizes) not in (1, 2, len(shape)):
+        raise InputError(f"{output}: a Zarr output needs --chunks N (a chunk side in pixels, N > 0), RxC or one "
+                         f"size per axis of the shape {'x'.join(map(str, shape))}; got {text!r}")
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    return (1,) * (len(shape) - len(sizes)) + sizes
+
+
+def _connect(address):
+    """A ``distributed.Client`` of the scheduler at ``address`` (the default scheduler until closed)."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise InputError(f"--scheduler needs distributed (pip install 'gaussheat_gpu[dask]'): {exc}") from None
+    return Client(address)
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -156,16 +209,45 @@ def read_kernels(path) -> Kernels:
 
 def _read_csv(path):
     with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+        text = f.read()
+    columns = _numbers_csv(text)
+    if columns is None:  # not a plain table of numbers: the exact parser reads it, or says where it is wrong
+        columns = _parse_csv(path, text)
+    return columns, dict(csv=text)
+
+
+def _numbers_csv(text):
+    """The columns of a plain CSV (a header of known names, then rows of numbers, no quotes) read by
+    NumPy, or None where :func:`_parse_csv` must decide (it accepts a few more spellings of numbers,
+    and gives the place of every error). Blank lines are not skipped: the rows must be the lines."""
+    if '"' in text or text.count("\r") != text.count("\r\n"):
+        return None
+    first, _, body = text.partition("\n")
+    header = [name.strip() for name in next(csv.reader([first]), [])]
+    n_rows = body.count("\n") + (not body.endswith("\n"))
+    if not body or not header or not set(header) <= set(FIELDS) | {"sigma"}:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            values = np.loadtxt(io.StringIO(body), delimiter=",", comments=None, dtype=np.float64, ndmin=2)
+    except (ValueError, Warning):
+        return None
+    if values.shape != (n_rows, len(header)):
+        return None
+    return {name: values[:, c] for c, name in enumerate(header)}
+
+
+def _parse_csv(path, text):
+    """The columns of a CSV read cell by cell, or an InputError at the file, line and column that is wrong."""
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows:
         raise InputError(f"{path}:1:1: empty file; expected a header naming the columns ({', '.join(FIELDS)})")
     header = [name.strip() for name in rows[0]]
     _check_names(path, header, lambda i: f"1:{_csv_column(rows[0], i)}")
     values = np.empty((len(rows) - 1, len(header)))
-    lines = []
     for r, row in enumerate(rows[1:]):
         line = r + 2
-        lines.append(line)
         if len(row) != len(header):
             raise InputError(f"{path}:{line}:1: {len(row)} fields, but the header names {len(header)}")
         for c, text in enumerate(row):
@@ -174,8 +256,7 @@ def _read_csv(path):
             except ValueError:
                 raise InputError(f"{path}:{line}:{_csv_column(row, c)}: cannot read {text.strip()!r} as a number "
                                  f"(column {header[c]!r})") from None
-    columns = {name: values[:, c] for c, name in enumerate(header)}
-    return columns, dict(lines=lines, header=header, rows=rows)
+    return {name: values[:, c] for c, name in enumerate(header)}
 
 
 def _csv_column(row, index):
@@ -246,13 +327,13 @@ def _check_names(path, names, where):
 def _locate(path, message, where):
     """Point a Kernels error ("sigma_x[3] = ... (kernel 3)") at its line and column in a CSV."""
     found = re.search(r"^(\w+)\[(\d+)\]", message)
-    if found and "lines" in where:
+    if found and "csv" in where:  # kernel k is on line k + 2, after the header
         field, k = found.group(1), int(found.group(2))
-        header = where["header"]
-        names = [("sigma_x" if n == "sigma" else n) for n in header]
-        column = names.index(field) if field in names else 0
-        line = where["lines"][k]
-        return f"{path}:{line}:{_csv_column(where['rows'][line - 1], column)}: {message}"
+        rows = csv.reader(io.StringIO(where["csv"], newline=""))
+        header = [("sigma_x" if n.strip() == "sigma" else n.strip()) for n in next(rows)]
+        column = header.index(field) if field in header else 0
+        row = next(itertools.islice(rows, k, None))
+        return f"{path}:{k + 2}:{_csv_column(row, column)}: {message}"
     if found:
         return f"{path}: kernel {found.group(2)}: {message}"
     return f"{path}: {message}"
@@ -276,54 +357,92 @@ def _parse_shape(text, kernels):
         height = int(math.floor(max(float(kernels.y.max()), 0.0))) + 1
         n_images = int(kernels.image.max()) + 1
         return (height, width) if n_images == 1 else (n_images, height, width)
-    try:
-        dims = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--shape {text!r}: expected HxW or BxHxW, e.g. 512x768") from None
+    dims = _parse_dims(text, "--shape", "HxW or BxHxW, e.g. 512x768")
     if len(dims) not in (2, 3) or min(dims) <= 0:
         raise InputError(f"--shape {text!r}: expected HxW or BxHxW with positive sizes")
     return dims
 
 
+def _parse_dims(text, option, expected):
+    try:
+        return tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected {expected}") from None
+
+
 # -- rendering --------------------------------------------------------------------------------
 
 def render_with_progress(kernels, shape, progress="auto", *, stream=None, **options):
-    """``render`` in kernel chunks (accumulated), with a progress bar on ``stream`` (stderr) once
-    the render has taken ``PROGRESS_AFTER_S`` (``progress="always"``: from the start).
+    """:func:`gaussheat_gpu.render` with a progress bar on ``stream``.
 
-    Chunks combine into one output with ``accumulate=True``: sum, max and por give the one call's
-    pixels (float rounding aside), and ``count``/``integral`` values are per kernel.
+    With a bar, a render of more than ``CHUNK_KERNELS`` kernels runs in parts of that many kernels,
+    combined into one output with ``accumulate=True``: ``max`` gives the one call's pixels, ``sum``
+    and ``por`` the same up to float rounding (the parts' partial sums can change the last bits),
+    and ``count``/``integral`` values are per kernel. Without a bar it is one ``render`` call, bit
+    for bit.
+
+    Parameters
+    ----------
+    kernels : Kernels
+        Host kernels.
+    shape : tuple of int
+        As ``render`` takes it.
+    progress : {"auto", "always", "never"}, default "auto"
+        ``"always"``: a bar from the start; ``"auto"``: a bar only when ``stream`` is a terminal,
+        shown once the render has taken ``PROGRESS_AFTER_S``; ``"never"``: none.
+    stream : text file, optional
+        Where the bar goes (default ``sys.stderr``).
+    **options
+        ``combine``, ``normalize``, ``truncate``, ``extent``, ``dtype``, ``backend`` as ``render`` takes them.
+
+    Returns
+    -------
+    array
+        The heatmap, as ``render`` returns it.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``progress``, or what ``render`` raises.
+
+    Examples
+    --------
+    >>> import gaussheat_gpu as gh
+    >>> k = gh.Kernels(x=[3.0, 5.0], y=[2.0, 4.0], sigma_x=[1.0, 2.0])
+    >>> heat = render_with_progress(k, (8, 8), "never", backend="numpy")
+    >>> bool((heat == gh.render(k, (8, 8), backend="numpy")).all())
+    True
     """
+    if progress not in PROGRESS:
+        raise ValueError(f"progress = {progress!r} is not one of {', '.join(PROGRESS)}")
     stream = stream or sys.stderr
+    if progress == "never" or (progress == "auto" and not _is_terminal(stream)):
+        return render(kernels, shape, **options)
     n = len(kernels)
-    if progress == "never" or n <= CHUNK_KERNELS:
+    bounds = list(range(0, max(n, 1), CHUNK_KERNELS)) + [n]
+    bar = ProgressBar(list(np.diff(bounds)), "rendering", stream, steps="parts", work="kernel",
+                      delay=0.0 if progress == "always" else PROGRESS_AFTER_S)
+    if len(bounds) == 2:
         heat = render(kernels, shape, **options)
-        if progress == "always":
-            _bar(stream, 1, 1, 0.0, done=True)
-        return heat
-    columns = kernels.as_dict()
-    truncate = options.pop("truncate", 4.0)
-    start = time.perf_counter()
-    bounds = list(range(0, n, CHUNK_KERNELS)) + [n]
-    heat, shown = None, progress == "always"
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        part = Kernels(**{name: values[lo:hi] for name, values in columns.items()})
-        t = truncate[lo:hi] if isinstance(truncate, np.ndarray) else truncate
-        heat = render(part, shape, truncate=t, out=heat, accumulate=heat is not None, **options)
-        elapsed = time.perf_counter() - start
-        shown = shown or elapsed > PROGRESS_AFTER_S
-        if shown:
-            _bar(stream, i + 1, len(bounds) - 1, elapsed, done=hi == n)
+        bar.tick(0)
+    else:
+        columns = kernels.as_dict()
+        truncate = options.pop("truncate", 4.0)
+        heat = None
+        for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            part = Kernels(**{name: values[lo:hi] for name, values in columns.items()})
+            t = truncate[lo:hi] if isinstance(truncate, np.ndarray) else truncate
+            heat = render(part, shape, truncate=t, out=heat, accumulate=heat is not None, **options)
+            bar.tick(i)
+    bar.close()
     return heat
 
 
-def _bar(stream, done_chunks, chunks, elapsed, done, width=30):
-    filled = int(width * done_chunks / chunks)
-    stream.write(f"\rrendering [{'#' * filled}{'.' * (width - filled)}] {100 * done_chunks // chunks:3d}% "
-                 f"{elapsed:6.1f} s")
-    if done:
-        stream.write("\n")
-    stream.flush()
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import math
 import operator
 import sys
 import threading
-import time
 from collections.abc import Mapping
 
 import dask
@@ -37,6 +36,7 @@ from dask.base import is_dask_collection, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from . import backends
+from ._progress import ProgressBar
 from ._workspace import Workspace
 from ._xp import to_host
 from .api import _resolve_dtype
@@ -478,10 +478,12 @@ def _write_block(block, target, done, index, region):
 def _run_with_progress(graph, keys, pixels, progress, label):
     """Compute ``keys`` of ``graph`` on the current scheduler, ticking a progress bar per key
     (``pixels``: each key's pixel count)."""
-    bar = _Progress(pixels, label, sys.stderr if progress is True else progress or None)
+    stream = sys.stderr if progress is True else progress or None
     if not keys:
-        bar.close()
+        if stream is not None:
+            stream.write(f"{label}: every chunk was already written\n")
         return
+    bar = ProgressBar(pixels, label, stream)
     client = _distributed_client()
     graph = dict(graph)
     if client is not None:
@@ -501,53 +503,13 @@ def _run_with_progress(graph, keys, pixels, progress, label):
     bar.close()
 
 
-class _Progress:
-    """A one-line progress bar: chunks and pixels written, pixels per second, time left."""
-
-    def __init__(self, pixels, label, file):
-        self.pixels, self.label, self.file = pixels, label, file
-        self.done = self.done_pixels = 0
-        self.start = self.shown = time.perf_counter()
-
-    def tick(self, key):
-        self.done += 1
-        self.done_pixels += self.pixels[key]
-        now = time.perf_counter()
-        if now - self.shown >= 0.2 and self.done < len(self.pixels):  # close() shows the last state
-            self.shown = now
-            self._show(now)
-
-    def _show(self, now, end=""):
-        if self.file is None:
-            return
-        total = len(self.pixels)
-        rate = self.done_pixels / max(now - self.start, 1e-9)
-        left = (sum(self.pixels.values()) - self.done_pixels) / rate if rate else float("inf")
-        width = 30
-        filled = width * self.done // max(total, 1)
-        self.file.write(f"\r{self.label}: [{'#' * filled}{'.' * (width - filled)}] {self.done}/{total} chunks, "
-                        f"{rate / 1e6:.1f} Mpixel/s, {left:.0f} s left{end}")
-        self.file.flush()
-
-    def close(self):
-        if not self.pixels:
-            if self.file is not None:
-                self.file.write(f"{self.label}: every chunk was already written\n")
-            return
-        self._show(time.perf_counter(), end="\n")
-
-
 # -- command line ----------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    """``python -m gaussheat_gpu.dask KERNELS --shape H W --chunks N -o map.zarr``: render to Zarr.
+    """``python -m gaussheat_gpu.dask ARGS``: the same as ``gaussheat render ARGS``.
 
-    ``KERNELS`` is a table as ``gaussheat render`` reads it: a ``.csv`` file with a header of column
-    names (``x, y, sigma`` or ``sigma_x``, and optionally ``sigma_y, theta, amplitude, image``), a
-    ``.json``, an ``.npz`` of such named arrays, or an ``.npy`` ``(N, k)`` array whose columns are the
-    first k of ``x, y, sigma_x, sigma_y, theta, amplitude, image``. ``gaussheat render KERNELS -o
-    map.zarr --chunks N`` does the same for square chunks. Rerunning the same command after an interruption renders only the chunks
-    not yet written.
+    ``gaussheat render KERNELS -o map.zarr --chunks N`` renders chunk by chunk into a Zarr store
+    (``--scheduler ADDRESS`` on a ``distributed`` cluster); see ``gaussheat render --help``.
 
     Parameters
     ----------
@@ -557,43 +519,11 @@ def main(argv=None) -> int:
     Returns
     -------
     int
-        0 once every chunk is written (bad arguments exit through argparse with status 2).
+        As :func:`gaussheat_gpu.cli.main`: 0, or 2 after a one-line error on stderr.
     """
-    import argparse
+    from .cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="python -m gaussheat_gpu.dask", description=main.__doc__.splitlines()[0])
-    parser.add_argument("kernels", help="kernel table: .csv (header row), .json, .npz (named arrays) or .npy (N, k)")
-    parser.add_argument("--shape", type=int, nargs="+", required=True, help="output shape: [...] H W")
-    parser.add_argument("--chunks", type=int, nargs="+", required=True, help="chunk size (one, or one per axis)")
-    parser.add_argument("-o", "--output", required=True, help="Zarr store to write (a directory)")
-    parser.add_argument("--combine", default="sum", choices=("sum", "max", "por"))
-    parser.add_argument("--normalize", default="pdf", choices=("pdf", "peak", "integral", "count"))
-    parser.add_argument("--truncate", default="4", help="sigmas per support box, or 'none' (default 4)")
-    parser.add_argument("--extent", type=float, nargs=4, metavar=("X0", "X1", "Y0", "Y1"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--overwrite", action="store_true", help="replace a store holding a different render")
-    parser.add_argument("--scheduler", help="address of a distributed scheduler (default: threads here)")
-    args = parser.parse_args(argv)
-    truncate = None if args.truncate.lower() == "none" else float(args.truncate)
-    chunks = args.chunks[0] if len(args.chunks) == 1 else tuple(args.chunks)
-    from .cli_render import read_kernels
-
-    kernels = read_kernels(args.kernels)
-    client = None
-    if args.scheduler:
-        from distributed import Client
-
-        client = Client(args.scheduler)
-    try:
-        to_zarr(kernels, tuple(args.shape), args.output, chunks=chunks, overwrite=args.overwrite,
-                combine=args.combine, normalize=args.normalize, truncate=truncate, extent=args.extent,
-                dtype=args.dtype, backend=args.backend)
-    finally:
-        if client is not None:
-            client.close()
-    print(f"wrote {args.output} (array {ZARR_ARRAY!r})")
-    return 0
+    return cli_main(["render", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gaussheat_gpu as gh
-from gaussheat_gpu import cli
+from gaussheat_gpu import cli, cli_render
 from gaussheat_gpu.workloads import seed_workload
 
 
@@ -33,8 +33,25 @@ def test_errors_are_one_line_and_exit_2(args, env, message, tmp_path):
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
 
 
-def test_output_that_is_a_folder_is_refused_before_timing(tmp_path):
+def test_output_that_is_a_folder_is_refused_before_timing(tmp_path, monkeypatch, capsys):
+    timed = []
+    monkeypatch.setattr(cli, "seed_loop", lambda *args, **kwargs: timed.append("seed loop"))
+    monkeypatch.setattr(cli, "render", lambda *args, **kwargs: timed.append("render"))
     assert cli.main(["demo", "--output", str(tmp_path), "--repeat", "1"]) == 2
+    assert timed == []  # neither the seed's loop nor a backend ran
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"gaussheat demo: error: --output {str(tmp_path)!r} is a directory\n"
+
+
+@pytest.mark.parametrize("error", [ValueError("a message\n  on two lines"), ImportError("a message\n  on two lines")])
+def test_render_errors_reach_the_one_handler(tmp_path, monkeypatch, capsys, error):
+    def fail(path):
+        raise error
+
+    monkeypatch.setattr(cli_render, "read_kernels", fail)
+    assert cli.main(["render", str(tmp_path / "k.csv"), "-o", str(tmp_path / "k.npy")]) == 2
+    assert capsys.readouterr().err == "gaussheat render: error: a message on two lines\n"
 
 
 def test_demo_saves_the_seed_heatmap_itself(tmp_path, monkeypatch, capsys):

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gaussheat_gpu as gh
-from gaussheat_gpu import planning
+from gaussheat_gpu import cli, planning
 from gaussheat_gpu.backends import numpy_backend
 from naive import naive_support_mask
 from strategies import allowed_error, kernel_dicts, render_cases
@@ -449,22 +449,54 @@ def test_local_cluster_renders_host_and_collection_kernels(client, tmp_path):
 
 # -- command line and docstrings -----------------------------------------------------------------
 
-def test_command_line_writes_and_resumes_a_zarr_map(tmp_path, capsys):
-    kernels = seam_kernels(n=50, rotated=False)
-    table = tmp_path / "kernels.csv"
+def write_table(path, kernels):
     columns = {name: kernels.as_dict()[name] for name in ("x", "y", "sigma_x", "sigma_y", "amplitude")}
-    np.savetxt(table, np.column_stack(list(columns.values())), delimiter=",", header=",".join(columns), comments="")
-    args = [str(table), "--shape", "60", "70", "--chunks", "32", "-o", str(tmp_path / "map.zarr"),
-            "--normalize", "count", "--truncate", "3", "--backend", "numpy"]
+    np.savetxt(path, np.column_stack(list(columns.values())), delimiter=",", header=",".join(columns), comments="")
+
+
+def test_command_line_renders_on_a_scheduler_given_by_address(client, tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    kernels = seam_kernels(n=50, rotated=False)
+    write_table(tmp_path / "kernels.csv", kernels)
+    connected = []
+
+    class Client(distributed.Client):
+        def __init__(self, address, **kwargs):
+            connected.append(address)
+            super().__init__(address, **kwargs)
+
+        def close(self, *args, **kwargs):
+            connected.append("closed")
+            return super().close(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "Client", Client)
+    with distributed.get_task_stream(client=client) as tasks:
+        assert cli.main(["render", str(tmp_path / "kernels.csv"), "-o", str(tmp_path / "map.zarr"), "--shape", "60x70",
+                         "--chunks", "32", "--scheduler", client.scheduler.address, "--backend", "numpy",
+                         "--progress", "never"]) == 0
+    assert connected == [client.scheduler.address, "closed"]
+    ran = [str(task["key"]) for task in tasks.data]
+    assert sum("gaussheat-write" in key for key in ran) == 6  # every chunk written by the cluster's workers
+    z = zarr.open_group(tmp_path / "map.zarr", mode="r")["heatmap"]
+    assert_chunks_match(z[...], gh.render(kernels, (60, 70), backend="numpy", dtype="float64"), "float32")
+
+
+def test_module_command_is_gaussheat_render(tmp_path, capsys):
+    kernels = seam_kernels(n=50, rotated=False)
+    write_table(tmp_path / "kernels.csv", kernels)
+    args = [str(tmp_path / "kernels.csv"), "--shape", "60x70", "--chunks", "32", "-o", str(tmp_path / "map.zarr"),
+            "--normalize", "count", "--truncate", "3", "--backend", "numpy", "--progress", "always"]
     assert ghd.main(args) == 0
     z = zarr.open_group(tmp_path / "map.zarr", mode="r")["heatmap"]
     expected = gh.render(kernels, (60, 70), normalize="count", truncate=3.0, backend="numpy", dtype="float64")
     assert_chunks_match(z[...], expected, "float32")
     assert "6/6 chunks" in capsys.readouterr().err
     assert ghd.main(args) == 0
-    assert "already written" in capsys.readouterr().err
-    np.save(tmp_path / "kernels.npy", np.column_stack([kernels.x, kernels.y, kernels.sigma_x]))
-    assert ghd.main([str(tmp_path / "kernels.npy"), *args[1:7], str(tmp_path / "npy.zarr")]) == 0
+    assert "every chunk was already written" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("x,y,sigma\n1,2,oops\n")
+    assert ghd.main([str(tmp_path / "bad.csv"), *args[1:]]) == 2  # one line, no traceback
+    assert capsys.readouterr().err == (f"gaussheat render: error: {tmp_path / 'bad.csv'}:2:5: cannot read 'oops' "
+                                       f"as a number (column 'sigma')\n")
 
 
 def test_docstring_examples_run():
