@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ def _run_child(workload_id, backend, cache_dir, tiny, timeout=300) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(backend, workload_ids, tiny=False) -> list[dict]:
+def measure(backend, workload_ids, tiny=False, repeats=3) -> list[dict]:
     """Cold and warm-cache first-call times of ``backend`` on each workload, each in a new process.
 
     Parameters
@@ -62,23 +63,34 @@ def measure(backend, workload_ids, tiny=False) -> list[dict]:
     workload_ids : iterable of str
     tiny : bool
         Use the tiny workloads (tests).
+    repeats : int
+        Cold-then-warm pairs per workload, each with a new cache directory: a cold first call
+        moves by 10-20% from one process to the next on a shared machine.
 
     Returns
     -------
     list of dict
-        Per workload: ``import_s`` (of the cold process), ``cold_first_call_s``,
-        ``warm_first_call_s`` and ``warm_second_call_s`` (a warm call in the same process, for scale),
-        ``numba_loaded_by_inputs`` (building the inputs, untimed, already imported Numba).
+        Per workload, medians over the repeats: ``import_s`` (of the cold processes),
+        ``cold_first_call_s``, ``warm_first_call_s`` and ``warm_second_call_s`` (a warm call in the
+        same process, for scale); ``cold_range_s`` and ``warm_range_s``, the (fastest, slowest)
+        first calls; ``repeats``; ``numba_loaded_by_inputs`` (building the inputs, untimed,
+        already imported Numba).
     """
     results = []
     for workload_id in workload_ids:
-        with tempfile.TemporaryDirectory(prefix="gaussheat-numba-cache-") as cache_dir:
-            cold = _run_child(workload_id, backend, cache_dir, tiny)
-            warm = _run_child(workload_id, backend, cache_dir, tiny)
-        results.append(dict(backend=backend, workload=workload_id, import_s=cold["import_s"],
-                            cold_first_call_s=cold["first_call_s"], warm_first_call_s=warm["first_call_s"],
-                            warm_second_call_s=warm["second_call_s"],
-                            numba_loaded_by_inputs=cold.get("numba_loaded_by_inputs", False)))
+        colds, warms = [], []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory(prefix="gaussheat-numba-cache-") as cache_dir:
+                colds.append(_run_child(workload_id, backend, cache_dir, tiny))
+                warms.append(_run_child(workload_id, backend, cache_dir, tiny))
+        cold_s = [c["first_call_s"] for c in colds]
+        warm_s = [w["first_call_s"] for w in warms]
+        results.append(dict(backend=backend, workload=workload_id,
+                            import_s=statistics.median(c["import_s"] for c in colds),
+                            cold_first_call_s=statistics.median(cold_s), warm_first_call_s=statistics.median(warm_s),
+                            warm_second_call_s=statistics.median(w["second_call_s"] for w in warms),
+                            cold_range_s=(min(cold_s), max(cold_s)), warm_range_s=(min(warm_s), max(warm_s)),
+                            repeats=repeats, numba_loaded_by_inputs=colds[0].get("numba_loaded_by_inputs", False)))
     return results
 
 

@@ -253,7 +253,8 @@ def floors_table(results) -> str:
 
 
 def first_call_table(results) -> str:
-    """Cold and warm-cache first calls in new processes (markdown)."""
+    """Cold and warm-cache first calls in new processes (markdown): medians, and the fastest and
+    slowest of the repeats where there were several."""
     lines = ["| backend | workload | import | first call, cold cache | first call, warm cache | warm call |",
              "|---|---|---:|---:|---:|---:|"]
     marked = False
@@ -261,13 +262,24 @@ def first_call_table(results) -> str:
         mark = "*" if r.get("numba_loaded_by_inputs") else ""
         marked = marked or bool(mark)
         lines.append(f"| {r['backend']} | {r['workload']}{mark} | {fmt_seconds(r['import_s'])} "
-                     f"| {fmt_seconds(r['cold_first_call_s'])} | {fmt_seconds(r['warm_first_call_s'])} "
+                     f"| {_with_range(r['cold_first_call_s'], r.get('cold_range_s'))} "
+                     f"| {_with_range(r['warm_first_call_s'], r.get('warm_range_s'))} "
                      f"| {fmt_seconds(r['warm_second_call_s'])} |")
+    repeats = {r.get("repeats", 1) for r in results.first_calls}
+    if repeats != {1}:
+        lines += ["", f"Medians of {', '.join(map(str, sorted(repeats)))} new processes each (a new cache directory "
+                  "for each cold one), with the fastest and slowest in parentheses."]
     if marked:
         lines += ["", "\\* Building this workload's inputs (untimed) already imported Numba and ran compiled code "
                   "(`density_map`'s k-NN), so these first calls leave out Numba's import and start-up, and the "
                   "cold one that code's compilation."]
     return "\n".join(lines)
+
+
+def _with_range(median, extremes):
+    if not extremes or extremes[0] == extremes[1]:
+        return fmt_seconds(median)
+    return f"{fmt_seconds(median)} ({fmt_seconds(extremes[0])}-{fmt_seconds(extremes[1])})"
 
 
 def machine_line(info) -> str:

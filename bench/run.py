@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         for backend in harness.backend_names():
             if backend in first_call.JIT_BACKENDS:
                 print(f"first calls of {backend} in new processes (cold and warm cache) ...", flush=True)
-                calls += first_call.measure(backend, workload_ids, tiny=args.tiny)
+                calls += first_call.measure(backend, workload_ids, tiny=args.tiny, repeats=1 if args.tiny else 3)
 
     info = report.machine_info(threads=harness.floor_threads())
     info["load_average"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]

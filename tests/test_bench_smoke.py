@@ -144,8 +144,13 @@ def test_report_and_readme_section(tmp_path, references):
 
 
 def test_first_call_in_new_process():
-    (result,) = first_call.measure("numpy", ["W2"], tiny=True)
-    assert result["cold_first_call_s"] > 0 and result["warm_first_call_s"] > 0
+    (result,) = first_call.measure("numpy", ["W2"], tiny=True, repeats=2)
+    assert result["repeats"] == 2
+    for kind in ("cold", "warm"):
+        fastest, slowest = result[f"{kind}_range_s"]
+        assert 0 < fastest <= result[f"{kind}_first_call_s"] <= slowest
+    table = report.first_call_table(report.Results({}, [], [], {}, "test", first_calls=[result]))
+    assert "Medians of 2 new processes" in table and f"({report.fmt_seconds(fastest)}-" in table
 
 
 def test_gpu_bench_fails_clearly_without_a_gpu():
