@@ -98,24 +98,84 @@ def render(kernels, shape, *, combine="sum", normalize="pdf", truncate=4.0, exte
     output_bytes = math.prod(grid.shape) * dtype.itemsize if out is None else 0
     # Refused before planning: the output and the plan's tables cannot fit (a (2**62, 3) shape never
     # reaches a compiled planner); then, once the plan is known, with the backend's scratch memory.
-    needed = output_bytes + len(kernels) * PLAN_BYTES_PER_KERNEL
-    if needed > _CHECK_MEMORY_ABOVE:
-        _check_memory(module, grid, dtype, needed)
+    check_plan_memory(module, grid, dtype, output_bytes, len(kernels))
     options = dict(combine=combine, normalize=normalize, truncate=truncate, dtype=dtype, accumulate=accumulate)
     backend_planner = getattr(module, "make_plan", None)
     if backend_planner is not None:  # plans where it renders (the device): takes host or device kernels
         plan = backend_planner(kernels, grid, **options)
     else:
         plan = make_plan(kernels.to(module.xp), grid, xp=module.xp, **options, **getattr(module, "plan_options", {}))
-    call_bytes = getattr(module, "call_bytes", None)
-    if call_bytes is not None:
-        needed = output_bytes + call_bytes(plan)
-        if needed > _CHECK_MEMORY_ABOVE:
-            _check_memory(module, grid, dtype, needed, lambda: output_bytes + call_bytes(plan, exact=True))
+    check_call_memory(module, plan, grid, dtype, output_bytes)
     if out is None:
         out = module.xp.empty(grid.shape, dtype=dtype)
     module.render(plan, out)
     return out
+
+
+def check_plan_memory(module, grid, dtype, output_bytes, n_kernels):
+    """Refuse, before planning, a call whose output and plan cannot fit on ``module``'s device.
+
+    Parameters
+    ----------
+    module : backend module
+    grid : gaussheat_gpu.planning.Grid
+    dtype : numpy.dtype
+        The output's dtype (named in the message).
+    output_bytes : int
+        Bytes of the output still to allocate (0 for a caller's ``out``).
+    n_kernels : int
+        Kernels to plan: ``module.plan_bytes_per_kernel`` bytes each where the backend plans on its
+        own device, else what the host planner holds.
+
+    Raises
+    ------
+    MemoryError
+        The output and the plan need more than ``module.free_memory()``.
+
+    Examples
+    --------
+    >>> import gaussheat_gpu as gh
+    >>> from gaussheat_gpu.planning import make_grid
+    >>> grid = make_grid((2**20, 2**20))
+    >>> check_plan_memory(gh.backends.get("numpy"), grid, np.dtype("float32"), 4 * 2**40, 1)
+    Traceback (most recent call last):
+    ...
+    MemoryError: rendering shape (1048576, 1048576) in float32 needs 4096.00 GiB (output, plan and scratch), ...
+    """
+    per_kernel = getattr(module, "plan_bytes_per_kernel", PLAN_BYTES_PER_KERNEL)
+    _check_memory(module, grid, dtype, output_bytes + n_kernels * per_kernel)
+
+
+def check_call_memory(module, plan, grid, dtype, output_bytes):
+    """Refuse, once ``plan`` is made, a call whose output and ``render`` scratch cannot fit.
+
+    Parameters
+    ----------
+    module : backend module
+        Its optional ``call_bytes(plan, exact=False)`` gives the scratch; without it, nothing is checked.
+    plan
+        What ``module.render`` takes.
+    grid, dtype, output_bytes
+        As in :func:`check_plan_memory`.
+
+    Raises
+    ------
+    MemoryError
+        The output and the scratch need more than ``module.free_memory()``, by the backend's bound
+        and then by its exact figure.
+
+    Examples
+    --------
+    >>> import gaussheat_gpu as gh
+    >>> from gaussheat_gpu.planning import make_grid, make_plan
+    >>> grid = make_grid((64, 64))
+    >>> plan = make_plan(gh.Kernels(3.0, 4.0, 1.0), grid)
+    >>> check_call_memory(gh.backends.get("numpy"), plan, grid, np.dtype("float32"), 4 * 64 * 64)
+    """
+    call_bytes = getattr(module, "call_bytes", None)
+    if call_bytes is not None:
+        _check_memory(module, grid, dtype, output_bytes + call_bytes(plan),
+                      lambda: output_bytes + call_bytes(plan, exact=True))
 
 
 def _check_memory(module, grid, dtype, needed, exact=None):

@@ -39,7 +39,7 @@ from . import backends
 from ._progress import ProgressBar
 from ._workspace import Workspace
 from ._xp import to_host
-from .api import _resolve_dtype
+from .api import _resolve_dtype, check_call_memory, check_plan_memory
 from .backends.numpy_backend import box_sums
 from .kernel_set import Kernels
 from .planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, fix_count_normaliser, make_grid, make_plan,
@@ -115,7 +115,7 @@ def render(kernels, shape, *, chunks, combine="sum", normalize="pdf", truncate=4
     backend : {"auto", "cupy", "numba", "numpy"}
         Backend of every chunk, resolved here (``"auto"``: ``GAUSSHEAT_BACKEND``, else the best one
         that runs on this machine). CuPy chunks are CuPy arrays, rendered from their window of the
-        whole-grid plan (``render_plan``: float64 evaluation).
+        whole-grid plan (``plan_from_rows``: float64 evaluation).
 
     Returns
     -------
@@ -181,11 +181,6 @@ def _check_chunks(chunks):
     for size in sizes:
         if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and (size == 0 or size < -1):
             raise ValueError(f"chunks = {chunks!r}: chunk sizes must be positive (or -1 for a whole axis)")
-
-
-def _plan_renderer(module):
-    """The function that renders a window of the whole-grid plan on ``module``."""
-    return getattr(module, "render_plan", module.render)
 
 
 def _is_collection(kernels):
@@ -346,12 +341,19 @@ def _render_block(pieces, block, spec):
     if sums is not None:
         plan = fix_count_normaliser(plan, sums[plan.kernel_index])
     plan = window_plan(plan, spec.window(block), _TASK_WORKSPACE)
-    out = module.xp.empty(plan.grid.shape, dtype=spec.dtype)
+    grid = plan.grid
+    output_bytes = math.prod(grid.shape) * spec.dtype.itemsize
+    to_device = getattr(module, "plan_from_rows", None)
+    if to_device is not None:  # the window's rows go to the backend's device, binned there
+        check_plan_memory(module, grid, spec.dtype, output_bytes, plan.n_kernels)
+        plan = to_device(plan)
+    check_call_memory(module, plan, grid, spec.dtype, output_bytes)
+    out = module.xp.empty(grid.shape, dtype=spec.dtype)
     if spec.backend == "numba":
         with _NUMBA_LOCK:
             module.render(plan, out)
     else:
-        _plan_renderer(module)(plan, out)
+        module.render(plan, out)
     return out
 
 

@@ -467,13 +467,60 @@ def test_errors_are_planning_errors_and_leave_out_untouched(host_backends):
             backend.make_plan(kernels, grid, **options)
 
 
-def test_a_tile_list_that_cannot_fit_is_refused_before_allocation(compilers):
-    fake = counting_cupy(compilers["ieee"], free_bytes=2**20)
-    backend = load_cupy_backend(fake)
-    kernels = gh.Kernels(x=np.linspace(0, 4000, 300), y=2000.0, sigma_x=3000.0, theta=0.3, sigma_y=100.0)
-    with pytest.raises(MemoryError, match="tile list"):
-        backend.make_plan(kernels, make_grid((4096, 4096)), truncate=None)
-    assert [e for e in fake.counts.events if e[0] == "launch"][-1] == ("launch", "cupy.min")  # nothing after
+def registered(monkeypatch, backend):
+    """``backend`` (loaded on a stand-in) as the registry's ``cupy``: what gh.render and Dask chunks take."""
+    monkeypatch.setattr(backend, "__name__", "gaussheat_gpu.backends.cupy")
+    monkeypatch.setitem(gh.backends._loaded, "cupy", backend)
+    return backend
+
+
+def memory_case(path):
+    """Kernels, shape and dtype whose render takes ``path`` with well over 64 MiB of scratch."""
+    if path == "tiles":  # 300 rotated kernels over every tile of a 4096^2 map: a 700 MB tile list
+        kernels = gh.Kernels(x=np.linspace(0, 4000, 300), y=2000.0, sigma_x=3000.0, theta=0.3, sigma_y=100.0)
+        return kernels, (4096, 4096), "float32"
+    # 2048 axis-aligned kernels covering the map: 128 MiB of float64 row and column factors
+    return gh.Kernels(x=np.linspace(0, 4000, 2048), y=2000.0, sigma_x=3000.0), (4096, 4096), "float64"
+
+
+@pytest.mark.parametrize("path", ["tiles", "dense"])
+def test_the_output_and_the_paths_scratch_must_fit_together(compilers, monkeypatch, path):
+    # The scratch alone fits and so does the output, but not both: refused after planning, before the
+    # output or any scratch is allocated; with room for both the call renders.
+    kernels, shape, dtype = memory_case(path)
+    output_bytes = 4096 * 4096 * np.dtype(dtype).itemsize
+    probe = load_cupy_backend(counting_cupy(compilers["ieee"]))
+    plan = probe.make_plan(kernels, make_grid(shape), truncate=None, dtype=np.dtype(dtype))
+    scratch = probe.call_bytes(plan)
+    assert plan.path == path and scratch > 64 * 2**20 and probe.call_bytes(plan, exact=True) == scratch
+    for free, fits in ((scratch + output_bytes // 2, False), (scratch + output_bytes + 2**20, True)):
+        fake = counting_cupy(compilers["ieee"], free_bytes=free)
+        backend = registered(monkeypatch, load_cupy_backend(fake))
+        allocated, rendered = [], []
+        empty = fake.empty
+        monkeypatch.setattr(fake, "empty", lambda shape, *a, **k: allocated.append(shape) or empty(shape, *a, **k))
+        monkeypatch.setattr(backend, "render", lambda plan, out: rendered.append(plan.path))
+        if fits:
+            gh.render(kernels, shape, backend="cupy", truncate=None, dtype=dtype)
+            assert rendered == [path] and shape in allocated
+            continue
+        with pytest.raises(MemoryError, match=r"needs .* GiB \(output, plan and scratch\), but only .* cupy backend"):
+            gh.render(kernels, shape, backend="cupy", truncate=None, dtype=dtype)
+        assert not rendered and shape not in allocated
+        assert [e for e in fake.counts.events if e[0] == "launch"][-1] == ("launch", "cupy.min")  # nothing after
+
+
+def test_a_dask_chunk_on_the_device_checks_the_same_memory(compilers, monkeypatch):
+    pytest.importorskip("dask")
+    from gaussheat_gpu import dask as gh_dask
+
+    kernels, shape, _ = memory_case("tiles")
+    fake = counting_cupy(compilers["ieee"], free_bytes=300 * 2**20)  # the 64 MiB chunk, not its tile list
+    backend = registered(monkeypatch, load_cupy_backend(fake))
+    monkeypatch.setattr(backend, "render", lambda plan, out: pytest.fail("a chunk rendered"))
+    heat = gh_dask.render(kernels, shape, chunks=4096, backend="cupy", truncate=None)
+    with pytest.raises(MemoryError, match=r"output, plan and scratch\), but only 0.29 GiB .* cupy backend"):
+        heat.compute(scheduler="synchronous")
 
 
 # -- launches and host synchronisations per call ---------------------------------------------------
@@ -616,7 +663,7 @@ def test_check_output_device(compilers):
 @pytest.mark.parametrize("normalize", ["pdf", "integral", "count"])
 def test_windows_of_a_host_plan_render_like_the_numpy_backend(host_backends, normalize):
     # gaussheat_gpu.dask renders each chunk from its window of the whole-grid plan: the cupy backend's
-    # render_plan must give the numpy backend's pixels for every window, seams included.
+    # plan_from_rows must give the numpy backend's pixels for every window, seams included.
     from gaussheat_gpu.backends import numpy_backend
 
     backend, fake = host_backends["ieee"]
@@ -631,14 +678,14 @@ def test_windows_of_a_host_plan_render_like_the_numpy_backend(host_backends, nor
     plan = make_plan(kernels, grid, normalize=normalize, truncate=3.0, dtype=np.float32)
     if normalize == "count":
         with pytest.raises(ValueError, match="fix_count_normaliser"):
-            backend.render_plan(plan, fake.empty(grid.shape, dtype=np.float32))
+            backend.plan_from_rows(plan)
         plan = planning.fix_count_normaliser(plan, numpy_backend.box_sums(plan))
     whole = np.empty(grid.shape, np.float32)
     numpy_backend.render(plan, whole)
     for window in (((0, 2), (0, 60), (0, 80)), ((1, 2), (13, 45), (20, 61)), ((0, 1), (0, 16), (64, 80))):
         part = planning.window_plan(plan, window)
         out = fake.empty(part.grid.shape, dtype=np.float32)
-        backend.render_plan(part, out)
+        backend.render(backend.plan_from_rows(part), out)
         expected = whole[tuple(slice(a, b) for a, b in window)]
         assert np.abs(out.view(np.ndarray) - expected).max() <= 1e-5 * np.abs(whole).max()
 

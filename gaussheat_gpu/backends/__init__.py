@@ -23,9 +23,12 @@ A backend module provides:
 ``make_plan(kernels, grid, *, combine, normalize, truncate, dtype, accumulate)`` (optional)
     Plan on the backend's own device instead of :func:`~gaussheat_gpu.planning.make_plan`, taking
     host or device kernels, with planning.py's checks and errors; returns what ``render`` takes.
-``render_plan(plan, out)`` (optional, with ``make_plan``)
-    Evaluate a :class:`~gaussheat_gpu.planning.Plan` made on the host (a window of a larger map's plan,
-    for Dask chunks); backends without their own ``make_plan`` do this with ``render``.
+``plan_bytes_per_kernel`` (optional, with ``make_plan``)
+    Bytes per kernel its ``make_plan`` allocates on the device, for the check before planning
+    (default: what :func:`~gaussheat_gpu.planning.make_plan` holds).
+``plan_from_rows(plan)`` (optional, with ``make_plan``)
+    What ``render`` takes for a :class:`~gaussheat_gpu.planning.Plan` made on the host (a window of a
+    larger map's plan, for Dask chunks); backends without their own ``make_plan`` render that plan itself.
 ``check_output_device(out)`` (optional)
     Raise if a caller's ``out`` is not on the device the backend writes to.
 

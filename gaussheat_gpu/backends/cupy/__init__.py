@@ -19,12 +19,13 @@ import cupy
 from ... import cuda_sources
 from ...planning import COMBINE_CODES, NORMALIZE_CODES
 from .kernels import _kernels, elementwise
-from .planning import DevicePlan, bin_tiles, free_memory, make_plan, plan_from_rows
+from .planning import PLAN_BYTES_PER_KERNEL, DevicePlan, bin_tiles, call_bytes, free_memory, make_plan, plan_from_rows
 
 xp = cupy
+plan_bytes_per_kernel = PLAN_BYTES_PER_KERNEL
 
-__all__ = ["DevicePlan", "check_output_device", "device_info", "free_memory", "make_plan", "render",
-           "render_plan", "unavailable_reason", "xp", "_kernels"]
+__all__ = ["DevicePlan", "call_bytes", "check_output_device", "device_info", "free_memory", "make_plan",
+           "plan_bytes_per_kernel", "plan_from_rows", "render", "unavailable_reason", "xp", "_kernels"]
 
 
 def unavailable_reason():
@@ -96,20 +97,6 @@ def render(plan: DevicePlan, out):
         offsets, kernel_ids, plan.ibox, plan.fast, plan.params, plan.count_sums, plan.tile_rows, plan.tile_cols,
         grid.height, grid.width, int(plan.accumulate), out, size=plan.n_tiles * cuda_sources.TILE_PIXELS,
         block_size=cuda_sources.TILE_PIXELS)
-
-
-def render_plan(plan, out):
-    """Evaluate a plan made on the host (:class:`gaussheat_gpu.planning.Plan`, e.g. a window of a larger
-    map's plan for a Dask chunk) into the CuPy array ``out``, in float64 on the tile path.
-
-    Parameters
-    ----------
-    plan : gaussheat_gpu.planning.Plan
-        Not ``count`` (fold its normalisers in first: ``planning.fix_count_normaliser``).
-    out : cupy.ndarray
-        C-contiguous, ``plan.grid.shape``, ``plan.dtype``, on the current device.
-    """
-    render(plan_from_rows(plan), out)
 
 
 def _cuda_version(number: int) -> str:

@@ -3,8 +3,8 @@
 :func:`make_plan` runs ``plan_kernels.cu`` (one thread per kernel: planning.py's coefficients, boxes
 and checks, the float32 coefficients, tile counts), a prefix sum of the tile counts and a column-wise
 min of the per-kernel summary rows, then reads the last prefix and the summary in ONE device-to-host
-copy: that is the call's only synchronisation. From it the host raises planning.py's errors, checks
-the memory the tile list needs, and picks the path:
+copy: that is the call's only synchronisation. From it the host raises planning.py's errors and picks
+the path (:func:`call_bytes` tells ``render`` the memory that path will need):
 
 ``"dense"``
     Axis-aligned sums over one image whose boxes cover most of it: a rank-K product of row and
@@ -39,15 +39,14 @@ S_ERROR, S_NEEDS64, S_ROTATED = range(N_SUMMARY)
 NO_ERROR = np.iinfo(np.int64).max
 
 # Bytes per kernel of the plan's device tables (params, fast, ibox, tile counts and prefix, summary,
-# count sums) and per tile-list entry (keys, ids, argsort's order and its scratch, sorted ids).
-PLAN_BYTES_PER_KERNEL = 8 * planning.N_PARAMS + 4 * N_FAST + 4 * N_IBOX + 8 + 8 + 8 * N_SUMMARY + 8
+# count sums) and of host kernels' one upload (8 float64 columns and the radii), and per tile-list entry
+# (keys, ids, argsort's order and its scratch, sorted ids).
+PLAN_BYTES_PER_KERNEL = 8 * planning.N_PARAMS + 4 * N_FAST + 4 * N_IBOX + 8 + 8 + 8 * N_SUMMARY + 8 + 8 * 9
 ENTRY_BYTES = 4 + 4 + 8 + (4 + 8) * 2 + 4
 # Dense path: average box coverage of the image (tile entries / (kernels x tiles)) at least this,
 # and at most this many kernels (the product's cost grows with every kernel, the tile path's not).
 DENSE_MIN_COVERAGE = 0.25
 DENSE_MAX_KERNELS = 4096
-# Asking the device for its free memory costs a driver call: only for allocations above this.
-CHECK_MEMORY_ABOVE = 64 * 2**20
 
 
 @dataclass(eq=False, slots=True)
@@ -108,10 +107,7 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
     Raises
     ------
     ValueError
-        As :func:`gaussheat_gpu.planning.make_plan`.
-    MemoryError
-        The plan's tables or tile list cannot fit in the device's free memory (checked before
-        allocating them).
+        As :func:`gaussheat_gpu.planning.make_plan`, and past the int32 tile keys and offsets.
     """
     planning.check_modes(combine, normalize)
     n = len(kernels)
@@ -119,8 +115,6 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
     dtype = np.dtype(dtype)
     planning.check_ranges(kernels, grid, normalize, dtype, kernels.xp)
     tile_rows, tile_cols = _check_tiles(grid)
-    _check_free_memory(n * PLAN_BYTES_PER_KERNEL, f"the plan of {n} kernels")
-
     params = cupy.empty((n, planning.N_PARAMS), dtype=cupy.float64)
     fast = cupy.empty((n, N_FAST), dtype=cupy.float32)
     ibox = cupy.empty((n, N_IBOX), dtype=cupy.int32)
@@ -148,10 +142,9 @@ def make_plan(kernels, grid, *, combine="sum", normalize="pdf", truncate=4.0, dt
              and grid.n_images == 1 and not accumulate and (dtype == np.float64 or needs64 == 0)
              and n <= DENSE_MAX_KERNELS and n_entries >= DENSE_MIN_COVERAGE * n * tile_rows * tile_cols)
     if dense:
-        _check_free_memory(n * (grid.height + grid.width) * dtype.itemsize, "the dense path's factors")
         path = "dense"
     elif n_entries:
-        _check_tile_list(n_entries, grid.n_images * tile_rows * tile_cols)
+        _check_entries(n_entries)
         path = "tiles"
     else:
         path = "empty"
@@ -174,8 +167,7 @@ def plan_from_rows(plan) -> DevicePlan:
         raise ValueError("a host plan with normalize='count' must have its normalisers folded in first "
                          "(planning.fix_count_normaliser)")
     grid, n = plan.grid, plan.n_kernels
-    tile_rows, tile_cols = _check_tiles(grid)
-    _check_free_memory(n * PLAN_BYTES_PER_KERNEL, f"the plan of {n} kernels")
+    _check_tiles(grid)
     params = cupy.asarray(plan.params, dtype=cupy.float64)
     boxes = cupy.asarray(plan.boxes, dtype=cupy.int64)
     ibox = cupy.empty((n, N_IBOX), dtype=cupy.int32)
@@ -186,8 +178,7 @@ def plan_from_rows(plan) -> DevicePlan:
         elementwise(cuda_sources.PLAN_ROWS)(boxes, ibox, tiles, size=n)
         cupy.cumsum(tiles, out=ends)
         n_entries = int(ends[-1].get())  # the one synchronisation
-    if n_entries:
-        _check_tile_list(n_entries, grid.n_images * tile_rows * tile_cols)
+    _check_entries(n_entries)
     return DevicePlan(grid, plan.combine, plan.normalize, np.dtype(plan.dtype), plan.accumulate, n, params,
                       cupy.empty(1, dtype=cupy.float32), ibox, ends, tiles, cupy.empty(1, dtype=cupy.float64),
                       n_entries=n_entries, path="tiles" if n_entries else "empty", eval64=True,
@@ -261,12 +252,11 @@ def _check_tiles(grid):
     return tile_rows, tile_cols
 
 
-def _check_tile_list(n_entries, n_tiles):
-    """``ValueError`` past int32 offsets, ``MemoryError`` when the tile list cannot fit (before allocating)."""
+def _check_entries(n_entries):
+    """``ValueError`` when a tile list of ``n_entries`` is past the int32 offsets."""
     if n_entries >= 2**31:
         raise ValueError(f"the kernels' boxes meet {n_entries} tiles in all; the cupy backend takes at most "
                          f"2**31 - 1: render in parts (extent=, or fewer kernels per call)")
-    _check_free_memory(n_entries * ENTRY_BYTES + 4 * (n_tiles + 1), f"a tile list of {n_entries} entries")
 
 
 def _raise_for_error(kernels, grid, combine, normalize, check, k, params, ibox):
@@ -291,12 +281,27 @@ def free_memory() -> int:
     return free + int(cupy.get_default_memory_pool().free_bytes())
 
 
-def _check_free_memory(nbytes, what):
-    if nbytes <= CHECK_MEMORY_ABOVE:
-        return
-    free = free_memory()
-    if nbytes > free:
-        raise MemoryError(f"{what} needs {nbytes / 2**30:.2f} GiB on the device, but only {free / 2**30:.2f} GiB "
-                          f"is available to the cupy backend; render in tiles with extent=, or with fewer kernels")
+def call_bytes(plan: DevicePlan, exact=False) -> int:
+    """Peak device bytes of :func:`~gaussheat_gpu.backends.cupy.render` beyond ``out`` and the plan
+    (see :mod:`gaussheat_gpu.backends`).
 
+    The dense path's row and column factors; the tile path's tile list (``ENTRY_BYTES`` per entry, the
+    CSR offsets per tile) and, for ``count`` with rotated kernels, the count lanes; nothing for an
+    empty plan. The plan holds its entry count already, so the figure is exact and costs O(1).
 
+    Parameters
+    ----------
+    plan : DevicePlan
+    exact : bool, default False
+        Accepted for the backend interface; the figure is exact either way.
+
+    Returns
+    -------
+    int
+    """
+    if plan.path == "dense":
+        return plan.n_kernels * (plan.grid.height + plan.grid.width) * plan.dtype.itemsize
+    if plan.path == "empty":
+        return 0
+    lanes = plan.n_kernels * cuda_sources.COUNT_LANES_PER_KERNEL * 8 if plan.normalize == "count" and plan.rotated else 0
+    return plan.n_entries * ENTRY_BYTES + 4 * (plan.n_tiles + 1) + lanes
