@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._xp import array_module
+from ._xp import array_module, first_bad
 
 FIELDS = ("x", "y", "sigma_x", "sigma_y", "theta", "amplitude", "image")
 _FLOAT_FIELDS = FIELDS[:-1]
@@ -300,9 +300,8 @@ def _broadcast_length(arrays) -> int:
 
 
 def _first_bad(name, arr, bad, xp, requirement):
-    if bool(bad.any()):
-        k = int(xp.nonzero(bad)[0][0])
-        raise ValueError(f"{name}[{k}] = {arr[k].item()!r} {requirement} (kernel {k})")
+    """``name[k] = value requirement (kernel k)`` for the first kernel where ``bad`` is true."""
+    first_bad(arr, bad, xp, requirement, "kernel", name, count=False)
 
 
 def _finite_bounds(name, arr, xp):

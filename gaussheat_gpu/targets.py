@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backends
-from ._xp import array_module, is_device_array, to_host
+from ._xp import array_module, is_device_array, to_host, first_bad as _first_bad
 from .api import parse_dtype, render
 from .kernel_set import Kernels
 
@@ -193,13 +193,6 @@ def _batch(image, n_items, n_images, kind, item):
     _first_bad(image, (image < 0) | (image >= n_images), xp,
                f"must lie in [0, {int(n_images) - 1}] (n_images = {int(n_images)})", item, "image")
     return image, int(n_images)
-
-
-def _first_bad(values, bad, xp, requirement, item, name):
-    """Raise naming the first of ``values`` (numbers or rows) where ``bad`` is true, and how many are."""
-    if n := int(xp.count_nonzero(bad)):
-        i = int(xp.nonzero(bad)[0][0])
-        raise ValueError(f"{name}[{i}] = {values[i].tolist()!r} {requirement} ({item} {i}; {n} bad in all)")
 
 
 def _per_item(value, kind, n, item, name):
