@@ -107,6 +107,13 @@ def to_rgba(heat, cmap="inferno", vmin=None, vmax=None):
     -------
     ndarray (H, W, 4) uint8
 
+    Raises
+    ------
+    ValueError
+        ``heat`` is not one 2-D image, or ``cmap`` names no matplotlib colormap.
+    ImportError
+        ``cmap`` names a colormap other than gray and matplotlib is not installed.
+
     Examples
     --------
     >>> import numpy as np
@@ -125,7 +132,7 @@ def to_rgba(heat, cmap="inferno", vmin=None, vmax=None):
         level = np.rint(scaled * 255).astype(np.uint8)
         rgba = np.stack([level, level, level, np.full_like(level, 255)], axis=-1)
     else:
-        colormap = _pyplot().get_cmap(cmap) if isinstance(cmap, str) else cmap
+        colormap = _colormap(cmap) if isinstance(cmap, str) else cmap
         rgba = colormap(scaled, bytes=True)
     rgba[~finite, 3] = 0
     return rgba
@@ -138,6 +145,19 @@ def _host_2d(heat):
     if heat.ndim != 2:
         raise ValueError(f"heat must be one 2-D image (H, W), got shape {heat.shape}; pick one image of a batch")
     return heat
+
+
+def _colormap(name):
+    """matplotlib's colormap ``name``, from its registry: pyplot (slow to import, and it may pick a GUI
+    backend) stays unimported."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'gaussheat_gpu[plot]'") from None
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError as exc:
+        raise ValueError(f"cmap = {name!r} is not a matplotlib colormap ({exc.args[0]})") from None
 
 
 def _pyplot():

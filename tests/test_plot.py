@@ -1,5 +1,7 @@
 """gaussheat_gpu.plot: pixel centres shown where render evaluated them; colour-mapped RGBA."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,14 @@ def test_to_rgba_matches_matplotlibs_colormap_and_clips():
     assert to_rgba(np.full((2, 2), 3.0), "gray")[..., 0].tolist() == [[0, 0], [0, 0]]  # flat: the low end
     with pytest.raises(ValueError, match="one 2-D image"):
         to_rgba(np.zeros((2, 3, 4)))
+
+
+def test_to_rgba_takes_colormaps_from_the_registry_without_pyplot(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # importing pyplot now fails
+    heat = np.array([[0.0, 0.5, 1.0]])
+    np.testing.assert_array_equal(to_rgba(heat, "magma"), matplotlib.colormaps["magma"](heat, bytes=True))
+    with pytest.raises(ValueError, match=r"cmap = 'no-such-map' is not a matplotlib colormap .*valid value"):
+        to_rgba(heat, "no-such-map")
 
 
 def test_picture_script_draws_one_picture_per_workflow(tmp_path):
