@@ -163,28 +163,25 @@ def render_call(case, backend, dtype="float32", out=None):
 
     Device backends are synchronised before returning, so host timers measure finished work.
     """
-    if backend in DEVICE_BACKENDS:
-        import cupy
-
-        def call():
-            result = case.render(backend=backend, dtype=dtype, out=out)
-            cupy.cuda.get_current_stream().synchronize()
-            return result
-        return call
-    return lambda: case.render(backend=backend, dtype=dtype, out=out)
+    return _finished(lambda: case.render(backend=backend, dtype=dtype, out=out), backend)
 
 
 def helper_call(case, backend, dtype="float32"):
     """Like :func:`render_call`, for a target workload's helper (:meth:`Workload.run_helper`)."""
-    if backend in DEVICE_BACKENDS:
-        import cupy
+    return _finished(lambda: case.run_helper(backend=backend, dtype=dtype), backend)
 
-        def call():
-            result = case.run_helper(backend=backend, dtype=dtype)
-            cupy.cuda.get_current_stream().synchronize()
-            return result
+
+def _finished(call, backend):
+    """``call``, followed on device backends by a synchronisation of the current stream."""
+    if backend not in DEVICE_BACKENDS:
         return call
-    return lambda: case.run_helper(backend=backend, dtype=dtype)
+    import cupy
+
+    def synchronised():
+        result = call()
+        cupy.cuda.get_current_stream().synchronize()
+        return result
+    return synchronised
 
 
 # -- floors (W7): what the machine needs at least ----------------------------------------------

@@ -7,6 +7,7 @@ workload within the float32 contract, and the report, README and GPU-script plum
 
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,21 @@ def test_target_helper_renders_its_workloads_kernels(references, workload_id, ba
     assert out.shape == case.shape and out.dtype == np.float32
     assert harness.rel_error(out, references.get(case)) <= harness.TOLERANCE
     np.testing.assert_array_equal(out, harness.render_call(case, backend)())
+
+
+def test_device_calls_return_after_the_stream_is_synchronised(monkeypatch):
+    # A stand-in for CuPy records the order: each call's work, then the stream's synchronisation.
+    events = []
+    stream = types.SimpleNamespace(synchronize=lambda: events.append("sync"))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(
+        cuda=types.SimpleNamespace(get_current_stream=lambda: stream)))
+    case = types.SimpleNamespace(render=lambda **options: events.append(("render", options)) or "image",
+                                 run_helper=lambda **options: events.append(("helper", options)) or "helped")
+    assert harness.render_call(case, "cupy", out="out")() == "image"
+    assert harness.helper_call(case, "cupy", dtype="float64")() == "helped"
+    assert events == [("render", {"backend": "cupy", "dtype": "float32", "out": "out"}), "sync",
+                      ("helper", {"backend": "cupy", "dtype": "float64"}), "sync"]
+    assert harness.render_call(case, "numpy")() == "image" and events[-1] != "sync"  # host calls: no stream
 
 
 @pytest.mark.parametrize("baseline", baselines.BASELINES, ids=lambda b: b.id)
