@@ -44,10 +44,14 @@ RUN_RENDER_UP_TO = 2**24
 
 
 def visit_counts(nvrtc, nvdisasm, defines, arch):
-    """(SASS instructions, float64 instructions, registers) of the render kernel's visit loop."""
+    """(SASS instructions, float64 instructions, registers) of the render kernel's visit loop, from one
+    compilation (ptxas reports the registers, the cubin holds the loop)."""
     source = harness.operation_module(cuda_sources.RENDER_TILES, "float32", defines=defines)
-    loop = harness.visit_loop(harness.sass_of(nvrtc, nvdisasm, source, arch))
-    ok, log, _ = nvrtc.compile(source, [f"--gpu-architecture={arch}", *harness.CUPY_OPTIONS, "-Xptxas", "-v"])
+    ok, log, cubin = nvrtc.compile(source, [f"--gpu-architecture={arch}", *harness.CUPY_OPTIONS, "-Xptxas", "-v"],
+                                   cubin=True)
+    if not ok:
+        raise RuntimeError(f"NVRTC cannot compile {cuda_sources.RENDER_TILES} with {defines}:\n{log}")
+    loop = harness.visit_loop(harness.sass_lines(nvdisasm, cubin))
     registers = max(int(n) for n in re.findall(r"Used (\d+) registers", log))
     return len(loop), sum(1 for line in loop if harness.FP64_OPCODES.search(line)), registers
 
@@ -59,30 +63,38 @@ def measure(arch="sm_90"):
         raise SystemExit("bench/gpu_counts.py needs the nvidia-cuda-nvrtc and nvidia-cuda-nvdisasm wheels "
                          "(pip install -e '.[dev]')")
     nvrtc = harness.NVRTC(nvrtc_path)
-    folder = Path(tempfile.mkdtemp(prefix="gaussheat_counts_"))
-    compiler = harness.host_compilers(folder)["ieee"]
-    rows = []
-    for workload in WORKLOADS:
-        case = workloads.build(workload)
-        pixels = int(np.prod(case.shape))
-        skip = () if pixels <= RUN_RENDER_UP_TO else ("gaussheat_render_tiles",)
-        fake = harness.counting_cupy(compiler, skip_kernels=skip)
-        backend = harness.load_cupy_backend(fake)
-        plan, counts, _ = harness.counted_render(backend, fake, case, case.kernels.to(fake))
-        row = {"workload": workload, "shape": list(case.shape), "kernels": len(case.kernels), "path": plan.path,
-               "launches": counts.launches, "host_syncs": counts.syncs,
-               "launched": [what for kind, what in counts.events if kind == "launch"],
-               "tile_entries": plan.n_entries if plan.path == "tiles" else 0}
-        _, host_counts, _ = harness.counted_render(backend, fake, case, case.kernels)
-        row["uploads_from_host_kernels"] = host_counts.uploads
-        if plan.path == "tiles":
-            defines = cuda_sources.render_defines(COMBINE_CODES[plan.combine], NORMALIZE_CODES[plan.normalize],
-                                                  plan.eval64)
-            row["render_variant"] = cuda_sources.kernel_name(cuda_sources.RENDER_TILES, "float32", defines)
-            row["sass_per_visit"], row["fp64_per_visit"], row["registers"] = visit_counts(nvrtc, nvdisasm, defines,
-                                                                                         arch)
-        rows.append(row)
-    return rows
+    visits = {}  # render variant -> visit_counts: each variant compiled once
+
+    def visit(defines):
+        key = tuple(sorted(defines.items()))
+        if key not in visits:
+            visits[key] = visit_counts(nvrtc, nvdisasm, defines, arch)
+        return visits[key]
+
+    with tempfile.TemporaryDirectory(prefix="gaussheat_counts_") as folder:  # the host builds of the device code
+        compiler = harness.host_compilers(Path(folder))["ieee"]
+        return [_count(workload, compiler, visit) for workload in WORKLOADS]
+
+
+def _count(workload, compiler, visit):
+    """The row of ``workload`` (see :func:`measure`); ``visit(defines)`` gives the render variant's visit counts."""
+    case = workloads.build(workload)
+    pixels = int(np.prod(case.shape))
+    skip = () if pixels <= RUN_RENDER_UP_TO else ("gaussheat_render_tiles",)
+    fake = harness.counting_cupy(compiler, skip_kernels=skip)
+    backend = harness.load_cupy_backend(fake)
+    plan, counts, _ = harness.counted_render(backend, fake, case, case.kernels.to(fake))
+    row = {"workload": workload, "shape": list(case.shape), "kernels": len(case.kernels), "path": plan.path,
+           "launches": counts.launches, "host_syncs": counts.syncs,
+           "launched": [what for kind, what in counts.events if kind == "launch"],
+           "tile_entries": plan.n_entries if plan.path == "tiles" else 0}
+    _, host_counts, _ = harness.counted_render(backend, fake, case, case.kernels)
+    row["uploads_from_host_kernels"] = host_counts.uploads
+    if plan.path == "tiles":
+        defines = cuda_sources.render_defines(COMBINE_CODES[plan.combine], NORMALIZE_CODES[plan.normalize], plan.eval64)
+        row["render_variant"] = cuda_sources.kernel_name(cuda_sources.RENDER_TILES, "float32", defines)
+        row["sass_per_visit"], row["fp64_per_visit"], row["registers"] = visit(defines)
+    return row
 
 
 def markdown(rows, arch):

@@ -257,6 +257,11 @@ def sass_of(nvrtc, nvdisasm, source, arch, options=()):
     """SASS instruction lines of ``source`` compiled for ``arch`` (``"sm_90"``), as nvdisasm prints them."""
     ok, log, cubin = nvrtc.compile(source, [f"--gpu-architecture={arch}", *CUPY_OPTIONS, *options], cubin=True)
     assert ok, log
+    return sass_lines(nvdisasm, cubin)
+
+
+def sass_lines(nvdisasm, cubin):
+    """SASS instruction lines and ``.L_x_N:`` labels of ``cubin`` (bytes), as nvdisasm prints them."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "module.cubin"
         path.write_bytes(cubin)

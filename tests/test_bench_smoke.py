@@ -7,6 +7,7 @@ workload within the float32 contract, and the report, README and GPU-script plum
 
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -87,6 +88,27 @@ def test_device_calls_return_after_the_stream_is_synchronised(monkeypatch):
     assert events == [("render", {"backend": "cupy", "dtype": "float32", "out": "out"}), "sync",
                       ("helper", {"backend": "cupy", "dtype": "float64"}), "sync"]
     assert harness.render_call(case, "numpy")() == "image" and events[-1] != "sync"  # host calls: no stream
+
+
+def test_gpu_counts_compiles_each_render_variant_once_and_cleans_up(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))  # gpu_counts runs the device code through tests/cuda_harness.py
+    import cuda_harness
+
+    from bench import gpu_counts
+
+    if cuda_harness.find_nvrtc() is None or cuda_harness.find_nvdisasm() is None or \
+            not cuda_harness.host_compilers(tmp_path):
+        pytest.skip("needs NVRTC, nvdisasm and a host C++ compiler (the dev extra)")
+    compiled = []
+    compile_ = cuda_harness.NVRTC.compile
+    monkeypatch.setattr(cuda_harness.NVRTC, "compile", lambda self, *a, **k: compiled.append(1) or compile_(self, *a, **k))
+    monkeypatch.setattr(gpu_counts, "WORKLOADS", ("W1", "W1"))  # one render variant, two rows
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    first, second = gpu_counts.measure()
+    assert first == second and first["path"] == "tiles" and first["sass_per_visit"] > 0 and first["registers"] > 0
+    assert len(compiled) == 1
+    assert not any((tmp_path / "temp").iterdir())  # the host builds are gone
 
 
 @pytest.mark.parametrize("baseline", baselines.BASELINES, ids=lambda b: b.id)
