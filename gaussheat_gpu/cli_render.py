@@ -225,7 +225,7 @@ def _numbers_csv(text):
     first, _, body = text.partition("\n")
     header = [name.strip() for name in next(csv.reader([first]), [])]
     n_rows = body.count("\n") + (not body.endswith("\n"))
-    if not body or not header or not set(header) <= set(FIELDS) | {"sigma"}:
+    if not body or not header or not set(header) <= set(FIELDS) | {"sigma"} or len(set(header)) < len(header):
         return None
     try:
         with warnings.catch_warnings():
@@ -318,10 +318,12 @@ def _load(path, loader):
 def _check_names(path, names, where):
     known = set(FIELDS) | {"sigma"}
     for i, name in enumerate(names):
+        place = where(i)
+        prefix = f"{path}:{place}" if place else f"{path}"
         if name not in known:
-            place = where(i)
-            prefix = f"{path}:{place}" if place else f"{path}"
             raise InputError(f"{prefix}: unknown column {name!r}; expected names from {', '.join(FIELDS)} (or sigma)")
+        if name in names[:i]:  # a table would keep only one of them
+            raise InputError(f"{prefix}: column {name!r} is named twice (columns {names.index(name) + 1} and {i + 1})")
 
 
 def _locate(path, message, where):

@@ -107,6 +107,7 @@ def test_json_npz_and_options(tmp_path):
     ("bad.csv", "x,y,sigma\n1,2,3\n4,5,abc\n", r"bad.csv:3:5: cannot read 'abc' as a number \(column 'sigma'\)"),
     ("bad.csv", "x,y,sigma\n1,2,3\n4,5\n", r"bad.csv:3:1: 2 fields, but the header names 3"),
     ("bad.csv", "x,y,sigmax\n1,2,3\n", r"bad.csv:1:5: unknown column 'sigmax'"),
+    ("bad.csv", "x,x,y,sigma\n1,2,3,4\n", r"bad.csv:1:3: column 'x' is named twice \(columns 1 and 2\)"),
     ("bad.csv", "x,y,sigma\n1,2,3\n4,5,-1\n", r"bad.csv:3:5: sigma_x\[1\] = -1.0 must be > 0"),
     ("bad.csv", "", r"bad.csv:1:1: empty file"),
     ("bad.csv", "x,y,sigma\n1,2,3\n\n4,5,6\n", r"bad.csv:3:1: 0 fields, but the header names 3"),
