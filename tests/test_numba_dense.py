@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("numba")
+from gaussheat_gpu.backends.numba import dense  # noqa: E402
 from gaussheat_gpu.backends.numba.dense import DENSE_PANEL, dense_product  # noqa: E402
 
 TOLERANCE = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-14}
@@ -50,3 +51,25 @@ def test_no_kernels_writes_zeros():
     out = np.full((3, 5), np.nan, dtype=np.float32)
     dense_product(np.zeros((0, 3), np.float32), np.zeros((0, 5), np.float32), out)
     assert not out.any() and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_kernels, height, width", [(1, 1024, 1024), (17, 700, 3 * DENSE_PANEL + 1), (64, 1100, 999)])
+def test_scratch_bytes_is_what_the_dense_path_holds_at_its_peak(dtype, n_kernels, height, width):
+    # The factors and the zero-padded copies _dense_pack makes of them, alive together; the backend's
+    # memory check (call_bytes) counts these.
+    import gaussheat_gpu as gh
+    from gaussheat_gpu.backends import numba as numba_backend
+    from gaussheat_gpu.planning import COMBINE_CODES, make_grid, make_plan
+
+    rows, cols = np.ones((n_kernels, height), dtype), np.ones((n_kernels, width), dtype)
+    row_packed, packed = dense._dense_pack(rows, cols, dense._panel_width(np.dtype(dtype).itemsize))
+    held = rows.nbytes + cols.nbytes + row_packed.nbytes + packed.nbytes
+    assert dense.scratch_bytes(n_kernels, height, width, np.dtype(dtype).itemsize) == held
+    rng = np.random.default_rng(n_kernels)
+    kernels = gh.Kernels(x=rng.uniform(0.4, 0.6, n_kernels) * width, y=rng.uniform(0.4, 0.6, n_kernels) * height,
+                         sigma_x=width / 2.0, sigma_y=height / 2.0)
+    plan = make_plan(kernels, make_grid((height, width)), truncate=None, dtype=dtype)
+    if height * width >= dense.DENSE_MIN_PIXELS:
+        assert dense.dense_pays(plan, COMBINE_CODES["sum"])
+        assert numba_backend.call_bytes(plan, exact=True) == held <= numba_backend.call_bytes(plan)

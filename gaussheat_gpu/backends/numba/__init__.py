@@ -138,9 +138,9 @@ def call_bytes(plan, exact=False):
 
     The band lists (two ``n_tiles + 1`` int64 arrays and one kernel id per kernel and band), the
     column factors (one per column of each axis-aligned kernel), per-kernel info, and each
-    thread's row scratch; or the dense path's factors. The bound (arithmetic only: it runs on every
-    call) takes the shortest bands, every kernel spanning every band and the whole width, and the
-    dense path's factors besides.
+    thread's row scratch; or the dense path's factors and their padded copies. The bound (arithmetic
+    only: it runs on every call) takes the shortest bands, every kernel spanning every band and the
+    whole width, and the dense path's scratch besides.
     """
     grid = plan.grid
     n, itemsize = plan.n_kernels, plan.dtype.itemsize
@@ -149,9 +149,10 @@ def call_bytes(plan, exact=False):
     if not exact:
         n_bands = -(-grid.height // BAND_HEIGHT)
         return (16 * (grid.n_images * n_bands + 1) + n * (8 * tiles.INFO_COLUMNS + 16 + 8 * n_bands)
-                + n * itemsize * (2 * grid.width + grid.height) + numba.config.NUMBA_NUM_THREADS * 24 * grid.width)
+                + n * itemsize * grid.width + numba.config.NUMBA_NUM_THREADS * 24 * grid.width
+                + dense.scratch_bytes(n, grid.height, grid.width, itemsize))
     if dense.dense_pays(plan, COMBINE_CODES[plan.combine]):
-        return n * (grid.height + grid.width) * itemsize
+        return dense.scratch_bytes(n, grid.height, grid.width, itemsize)
     band_height = _band_height(grid.n_images, grid.height)
     n_bands = -(-grid.height // band_height)
     boxes = plan.boxes

@@ -57,9 +57,22 @@ def dense_product(row_factors, col_factors, out):
     if row_factors.shape[0] == 0:
         out[...] = 0
         return
-    panel_width = DENSE_PANEL * 4 // out.itemsize  # 32 KiB of each kernel group's factors stay in L1
+    panel_width = _panel_width(out.itemsize)
     row_packed, packed = _dense_pack(row_factors, col_factors, panel_width)
     _dense_panels(row_packed, packed, out, panel_width)
+
+
+def _panel_width(itemsize):
+    """Columns per packed panel: 32 KiB of each kernel group's factors stay in L1."""
+    return DENSE_PANEL * 4 // itemsize
+
+
+def scratch_bytes(n_kernels, height, width, itemsize):
+    """Peak scratch bytes of :func:`render_dense`: the factors (K, H) and (K, W), and the
+    zero-padded copies :func:`_dense_pack` makes of them while they are alive."""
+    n_padded = -(-n_kernels // GROUP) * GROUP
+    n_panels = -(-width // _panel_width(itemsize))
+    return itemsize * (n_kernels * (height + width) + n_panels * n_padded * DENSE_PANEL + height * n_padded)
 
 
 @jit(entry=True)
