@@ -271,3 +271,12 @@ def test_runner_reads_pytest_benchmark_json():
     assert rows[0].median_s == pytest.approx(1.4) and rows[0].measured_median_s == 0.07
     assert rows[0].min_s == pytest.approx(1.2)
     assert len(floors) == 1 and floors[0].threads == 2 and floors[0].median_s == 2e-4
+
+
+def test_ab_times_two_checkouts_in_alternating_processes(capsys):
+    from bench import ab
+
+    assert ab.main(["W2", str(ROOT), "--rounds", "1"]) == 0
+    (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("W2")]
+    this, other, ratio = map(float, row[1:])
+    assert this > 0 and other > 0 and abs(ratio - this / other) < 1e-3
