@@ -90,7 +90,7 @@ def measure(backend, workload_ids, tiny=False, repeats=3) -> list[dict]:
                             cold_first_call_s=statistics.median(cold_s), warm_first_call_s=statistics.median(warm_s),
                             warm_second_call_s=statistics.median(w["second_call_s"] for w in warms),
                             cold_range_s=(min(cold_s), max(cold_s)), warm_range_s=(min(warm_s), max(warm_s)),
-                            repeats=repeats, numba_loaded_by_inputs=colds[0].get("numba_loaded_by_inputs", False)))
+                            repeats=repeats, numba_loaded_by_inputs=colds[0]["numba_loaded_by_inputs"]))
     return results
 
 

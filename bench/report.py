@@ -271,8 +271,8 @@ def first_call_table(results) -> str:
                   "for each cold one), with the fastest and slowest in parentheses."]
     if marked:
         lines += ["", "\\* Building this workload's inputs (untimed) already imported Numba and ran compiled code "
-                  "(`density_map`'s k-NN), so these first calls leave out Numba's import and start-up, and the "
-                  "cold one that code's compilation."]
+                  "(W10's: `density_map`'s k-NN), so these first calls leave out Numba's import and start-up, "
+                  "and the cold one that code's compilation."]
     return "\n".join(lines)
 
 

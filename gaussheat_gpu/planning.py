@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._xp import to_host
+
 COMBINES = ("sum", "max", "por")
 NORMALIZES = ("pdf", "peak", "integral", "count")
 
@@ -332,7 +334,6 @@ def check_truncate(truncate, n_kernels):
     if isinstance(truncate, bool) or not isinstance(truncate, (int, float, np.integer, np.floating)):
         if np.ndim(truncate) != 1:
             raise TypeError(f"truncate must be a number of sigmas, None, or one number per kernel, got {truncate!r}")
-        from ._xp import to_host
 
         radii = to_host(truncate)
         if radii.dtype.kind not in "iuf" or radii.shape != (n_kernels,):
@@ -720,7 +721,6 @@ def _lattice_min(params, boxes, rows, xp):
     """Minimum of kernels ``rows``' exponent q over the pixel centres of their boxes, row by row
     (on the host: few kernels need it). In each row q is a parabola in the column, lowest at one
     of the two columns around its vertex, clipped to the box."""
-    from ._xp import to_host
 
     p, box = to_host(params[rows]), to_host(boxes[rows])
     n_rows = box[:, B_ROW1] - box[:, B_ROW0] + 1

@@ -6,6 +6,8 @@ need it; ``to_rgba(heat, "gray")`` does not.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from ._xp import to_host
@@ -150,10 +152,7 @@ def _host_2d(heat):
 def _colormap(name):
     """matplotlib's colormap ``name``, from its registry: pyplot (slow to import, and it may pick a GUI
     backend) stays unimported."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'gaussheat_gpu[plot]'") from None
+    matplotlib = _import_matplotlib("matplotlib")
     try:
         return matplotlib.colormaps[name]
     except KeyError as exc:
@@ -161,8 +160,11 @@ def _colormap(name):
 
 
 def _pyplot():
+    return _import_matplotlib("matplotlib.pyplot")
+
+
+def _import_matplotlib(module):
     try:
-        import matplotlib.pyplot as plt
+        return importlib.import_module(module)
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install 'gaussheat_gpu[plot]'") from None
-    return plt

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backends
-from ._xp import array_module, is_device_array, to_host, first_bad as _first_bad
+from ._xp import array_module, first_bad, is_device_array, to_host
 from .api import parse_dtype, render
 from .kernel_set import Kernels
 
@@ -190,7 +190,7 @@ def _batch(image, n_items, n_images, kind, item):
         n_images = top
     elif isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 0:
         raise ValueError(f"n_images = {n_images!r} must be a non-negative integer")
-    _first_bad(image, (image < 0) | (image >= n_images), xp,
+    first_bad(image, (image < 0) | (image >= n_images), xp,
                f"must lie in [0, {int(n_images) - 1}] (n_images = {int(n_images)})", item, "image")
     return image, int(n_images)
 
@@ -208,7 +208,7 @@ def _per_item(value, kind, n, item, name):
 def _positive_per_item(sigma, kind, n, item):
     sigma = _per_item(sigma, kind, n, item, "sigma")
     xp = kind.xp
-    _first_bad(sigma, ~(sigma > 0) | ~xp.isfinite(sigma), xp, "must be finite and > 0", item, "sigma")
+    first_bad(sigma, ~(sigma > 0) | ~xp.isfinite(sigma), xp, "must be finite and > 0", item, "sigma")
     return sigma
 
 
@@ -562,7 +562,7 @@ def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_im
     boxes, kind = _finite_rows(boxes, "boxes", 4, "(M, 4) (x1, y1, x2, y2)", "box")
     xp = kind.xp
     m = int(boxes.shape[0])
-    _first_bad(boxes, (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), xp, "has x2 < x1 or y2 < y1",
+    first_bad(boxes, (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), xp, "has x2 < x1 or y2 < y1",
                "box", "boxes")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes <= 0:
         raise ValueError(f"num_classes = {num_classes!r} must be a positive integer")
@@ -570,7 +570,7 @@ def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_im
     if labels.shape != (m,) or labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be {m} integers (one per box), got shape {tuple(labels.shape)} "
                          f"and dtype {labels.dtype}")
-    _first_bad(labels, (labels < 0) | (labels >= num_classes), xp,
+    first_bad(labels, (labels < 0) | (labels >= num_classes), xp,
                f"is not a class in [0, {num_classes - 1}]", "box", "labels")
     width, height = _size_pair(heatmap_size, "heatmap_size")
     in_width, in_height = _size_pair(input_size, "input_size") if input_size is not None else (width, height)
@@ -586,7 +586,7 @@ def center_request(boxes, labels, num_classes, heatmap_size, *, image=None, n_im
         r = xp.floor(r)
     else:
         r = _per_item(radius, kind, m, "box", "radius")
-        _first_bad(r, ~(r >= 0) | ~xp.isfinite(r) | (r != xp.floor(r)), xp, "must be an integer >= 0",
+        first_bad(r, ~(r >= 0) | ~xp.isfinite(r) | (r != xp.floor(r)), xp, "must be an integer >= 0",
                    "box", "radius")
     r = xp.maximum(r, float(min_radius))
     sigma = (2 * r + 1) / 6
@@ -605,7 +605,7 @@ def _finite_rows(value, name, columns, layout, item):
     rows = rows.astype(kind.xp.float64, copy=False)
     finite = kind.xp.isfinite(rows)
     if not bool(finite.all()):  # (a row-wise reduction of a narrow array costs more than the check)
-        _first_bad(rows, ~finite.all(axis=1), kind.xp, "is not finite", item, name)
+        first_bad(rows, ~finite.all(axis=1), kind.xp, "is not finite", item, name)
     return rows, kind
 
 

@@ -70,7 +70,8 @@ def names() -> tuple[str, ...]:
 
 def name_of(module) -> str:
     """The registry name of a backend module (``"numba"`` for ``gaussheat_gpu.backends.numba``)."""
-    return next(name for name, path in _MODULES.items() if path == module.__name__)
+    return next((name for name, path in _MODULES.items() if path == module.__name__),
+                module.__name__.rsplit(".", 1)[-1])
 
 
 def _load(name: str):

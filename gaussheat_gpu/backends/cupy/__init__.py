@@ -19,10 +19,10 @@ import cupy
 from ... import cuda_sources
 from ...planning import COMBINE_CODES, NORMALIZE_CODES
 from .kernels import _kernels, elementwise
-from .planning import PLAN_BYTES_PER_KERNEL, DevicePlan, bin_tiles, call_bytes, free_memory, make_plan, plan_from_rows
+from .planning import DevicePlan, bin_tiles, call_bytes, free_memory, make_plan, plan_from_rows
+from .planning import PLAN_BYTES_PER_KERNEL as plan_bytes_per_kernel  # noqa: F401  (backend interface)
 
 xp = cupy
-plan_bytes_per_kernel = PLAN_BYTES_PER_KERNEL
 
 __all__ = ["DevicePlan", "call_bytes", "check_output_device", "device_info", "free_memory", "make_plan",
            "plan_bytes_per_kernel", "plan_from_rows", "render", "unavailable_reason", "xp", "_kernels"]
