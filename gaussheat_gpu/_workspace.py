@@ -64,3 +64,8 @@ class Workspace(threading.local):
                 return np.empty(shape, dtype)
             buffer = self._buffers[name] = np.empty(size, dtype=np.uint8)
         return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+# The package's per-thread scratch: the Numba backend's plan tables and band scratch, and each Dask
+# task's plan and window (their names differ), within one budget a thread.
+SCRATCH = Workspace()

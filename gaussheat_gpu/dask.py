@@ -37,7 +37,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import backends
 from ._progress import ProgressBar
-from ._workspace import Workspace
+from ._workspace import SCRATCH
 from ._xp import to_host
 from .api import _resolve_dtype, check_call_memory, check_plan_memory
 from .backends.numpy_backend import box_sums
@@ -51,11 +51,10 @@ __all__ = ["render", "to_zarr"]
 # (and Numba's "workqueue" threading layer must not be entered from two threads at once). The
 # compiled planner (make_plan(compiled=True), for every backend) is parallel code too.
 _NUMBA_LOCK = threading.Lock()
-# A task's plan and its window live only until its chunk is rendered: their tables reuse one buffer
-# per worker thread instead of fresh memory in every task. Dask's workers return freed memory to the
-# system at once (distributed sets MALLOC_TRIM_THRESHOLD_=65536), so every fresh array past 128 KiB
-# is page-faulted again: on D1 that made window_plan 4x slower in a worker than in the caller.
-_TASK_WORKSPACE = Workspace()
+# A task's plan and its window live only until its chunk is rendered: their tables reuse the
+# thread's scratch buffers (_workspace.SCRATCH) instead of fresh memory in every task. Dask's workers
+# return freed memory to the system at once (distributed sets MALLOC_TRIM_THRESHOLD_=65536), so every
+# fresh array past 128 KiB would be page-faulted again.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,13 +333,7 @@ def _collection_pieces(kernels, spec, options, name):
 def _render_block(pieces, block, spec):
     """Render chunk ``block`` from the kernels that meet it, planned on the whole grid."""
     module = backends.get(spec.backend)
-    kernels, truncate, sums = _join(pieces, spec)
-    with _NUMBA_LOCK:
-        plan = make_plan(kernels, spec.grid, combine=spec.combine, normalize=spec.normalize, truncate=truncate,
-                         dtype=spec.dtype, compiled=True, workspace=_TASK_WORKSPACE)
-    if sums is not None:
-        plan = fix_count_normaliser(plan, sums[plan.kernel_index])
-    plan = window_plan(plan, spec.window(block), _TASK_WORKSPACE)
+    plan = window_plan(_task_plan(pieces, spec), spec.window(block), SCRATCH)
     grid = plan.grid
     output_bytes = math.prod(grid.shape) * spec.dtype.itemsize
     to_device = getattr(module, "plan_from_rows", None)
@@ -357,17 +350,24 @@ def _render_block(pieces, block, spec):
     return out
 
 
+def _task_plan(pieces, spec):
+    """The plan of the kernels of ``pieces`` on the whole grid (the rows the whole map's plan has for
+    them, bit for bit), ``count`` normalisers folded in."""
+    kernels, truncate, sums = _join(pieces, spec)
+    with _NUMBA_LOCK:
+        plan = make_plan(kernels, spec.grid, combine=spec.combine, normalize=spec.normalize, truncate=truncate,
+                         dtype=spec.dtype, compiled=True, workspace=SCRATCH)
+    return plan if sums is None else fix_count_normaliser(plan, sums[plan.kernel_index])
+
+
 def _join(pieces, spec):
     """``(Kernels, truncate, count normalisers or None)`` of the kernels of ``pieces`` (one per
     kernel partition that meets the chunk), in order."""
     if not pieces:
         return Kernels([], [], 1.0), spec.truncate, np.empty(0) if spec.normalize == "count" else None
-    if len(pieces) == 1:
-        columns = pieces[0].columns
-    else:
-        names = set().union(*(p.columns for p in pieces))
-        each = [{"sigma_y": p.columns["sigma_x"], **p.columns} if "sigma_y" in names else p.columns for p in pieces]
-        columns = {name: _concatenate([c[name] for c in each], pieces) for name in names}
+    names = set().union(*(p.columns for p in pieces))
+    each = [{"sigma_y": p.columns["sigma_x"], **p.columns} if "sigma_y" in names else p.columns for p in pieces]
+    columns = {name: _concatenate([c[name] for c in each], pieces) for name in names}
     truncate = _concatenate([p.truncate for p in pieces], pieces)
     return (Kernels(**columns), spec.truncate if truncate is None else truncate,
             _concatenate([p.box_sums for p in pieces], pieces))

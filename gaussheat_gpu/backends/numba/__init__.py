@@ -36,7 +36,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..._workspace import Workspace
+from ..._workspace import SCRATCH
 from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, COMBINE_CODES, NORMALIZE_CODES, P_B
 from .. import host_free_memory as free_memory  # noqa: F401  (backend interface)
 from . import calls, dense, tiles
@@ -45,7 +45,7 @@ from .planning import WORKSPACE_MIN_KERNELS
 xp = np
 # make_plan options: the compiled planning pass (~60 NumPy calls cost more than W1 renders), its
 # tables in this thread's reused memory (fresh pages cost a W6 call ~10 ms of page faults)
-WORKSPACE = Workspace()
+WORKSPACE = SCRATCH
 plan_options = {"compiled": True, "workspace": WORKSPACE}
 
 # Rows per parallel task: the tallest of BAND_HEIGHTS whose tiles split evenly enough over the
