@@ -42,7 +42,8 @@ from .kernel_set import FIELDS, Kernels
 from .planning import COMBINES, NORMALIZES
 
 OUTPUT_SUFFIXES = (".png", ".npy", ".tif", ".tiff", ".zarr")
-DESCRIPTION = """Render a table of kernels to a heatmap file.
+CHUNK_KERNELS = 20_000  # kernels per render call when a render shows a progress bar
+DESCRIPTION = f"""Render a table of kernels to a heatmap file.
 
 INPUT: CSV with a header naming the columns (x, y, sigma or sigma_x; optionally sigma_y, theta,
 amplitude, image), JSON (an object of columns or a list of row objects), NPY (a structured array
@@ -54,10 +55,9 @@ chunk by chunk on Dask, never holding the whole map, on threads here or on the c
 line and column and exit status 2; a failed run leaves no output file (a Zarr store keeps the
 chunks it finished).
 
-A progress bar splits a render of more than 20,000 kernels into parts accumulated into one output:
+A progress bar splits a render of more than {CHUNK_KERNELS:,} kernels into parts accumulated into one output:
 their sums can differ from one call's in the last bits. Without a bar (--progress never, or auto
 when stderr is not a terminal) the output is bit for bit gaussheat_gpu.render's."""
-CHUNK_KERNELS = 20_000  # kernels per render call when a render shows a progress bar
 PROGRESS_AFTER_S = 1.0
 PROGRESS = ("auto", "always", "never")
 
@@ -123,6 +123,8 @@ def run(args) -> int:
     for option in ("chunks", "scheduler"):
         if getattr(args, option) is not None and not zarr_output:
             raise InputError(f"--{option} applies to a Zarr output (-o map.zarr), not to {', '.join(args.output)}")
+    if zarr_output and len(outputs) != 1:  # refused before the table is read
+        raise InputError("a Zarr output is written chunk by chunk and cannot be combined with other outputs")
     kernels = read_kernels(args.input)
     shape = _parse_shape(args.shape, kernels)
     extent = _parse_floats(args.extent, 4, "--extent") if args.extent else None
@@ -146,8 +148,6 @@ def run(args) -> int:
 
 def _render_zarr(args, outputs, kernels, shape, options, start) -> int:
     """``-o map.zarr --chunks N``: render chunk by chunk into a Zarr store (gaussheat_gpu.dask.to_zarr)."""
-    if len(outputs) != 1:
-        raise InputError("a Zarr output is written chunk by chunk and cannot be combined with other outputs")
     chunks = _parse_chunks(args.chunks, shape, outputs[0])
     try:
         from . import dask as gaussheat_dask

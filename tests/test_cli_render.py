@@ -225,7 +225,7 @@ def test_auto_bar_on_a_terminal_shows_after_its_delay(monkeypatch):
         stream = Terminal()
         cli_render.render_with_progress(kernels, (15, 20), "auto", stream=stream, backend="numpy")
         assert len(calls) == 5 and drawn in stream.getvalue()
-        assert stream.getvalue() if drawn else stream.getvalue() == ""
+        assert (stream.getvalue() == "") == (drawn == "")
     with pytest.raises(ValueError, match="progress = 'sometimes' is not one of auto, always, never"):
         cli_render.render_with_progress(kernels, (15, 20), "sometimes")
 
