@@ -317,13 +317,22 @@ def test_a_function_called_by_address_gives_its_direct_result():
 
     @numba.njit
     def caller(address, values, scale, skip):
-        return calls.call_address(address, (values, scale, skip))
+        return calls.call_address(address, (values,), calls.pack((scale, skip)))
+
+    @numba.njit(parallel=True)
+    def parallel_caller(address, values, scale, skip, results):  # the shared arguments in a parallel loop
+        shared = calls.pack((scale, skip))
+        for i in numba.prange(results.size):
+            results[i] = calls.call_address(address, (values[:i + 1],), shared)
 
     values = np.random.default_rng(2).uniform(0, 100, 17)
     for skip in (None, 3):
         found = calls.address(callee, (values, 2.5, skip))
         assert found == calls.address(callee, (values[:5], 1.0, skip))  # the same types: the same code
         assert caller(found, values, 2.5, skip) == direct(values, 2.5, skip) == scaled_sum(values, 2.5, skip)
+        results = np.zeros(values.size, dtype=np.int64)
+        parallel_caller(found, values, 2.5, skip, results)
+        assert results.tolist() == [scaled_sum(values[:i + 1], 2.5, skip) for i in range(values.size)]
     assert len(callee.signatures) == 2  # one per type of skip
 
 

@@ -13,8 +13,15 @@ loads from the cache) the overload for the very arguments it is given and rememb
 their Numba dispatch fingerprint (~0.2 us a look-up). An exception raised behind an address is
 printed, not raised (as in a parallel loop); the functions called so do not raise.
 
-With ``NUMBA_DISABLE_JIT=1``, :func:`address` returns the Python function itself and
-:func:`call_address` calls it, so that the loops that call by address run as plain Python too.
+A parallel loop hands every variable its body uses to the function Numba outlines it into, one by
+one (and cannot hand it a tuple holding arrays): with the band renderer's fourteen arguments, that
+hand-over was a third of the loop's compile time. So the arguments every task shares are stored
+once, before the loop (:func:`pack`: one pointer), and :func:`call_address` puts each task's own
+leading arguments before them.
+
+With ``NUMBA_DISABLE_JIT=1``, :func:`address` returns the Python function itself, :func:`pack` the
+tuple and :func:`call_address` calls the function, so that the loops that call by address run as
+plain Python too.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import numba
 from llvmlite import ir
 from numba import types
-from numba.core import config
+from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 try:
@@ -82,25 +89,53 @@ def address(dispatcher, args, varying=None):
     return found
 
 
-def call_address_python(address, args):
-    return address(*args)
+def pack_python(values):
+    return values
+
+
+def call_address_python(address, args, shared):
+    return address(*args, *shared)
 
 
 @intrinsic
-def _call_address(typingctx, address, args):
+def _pack(typingctx, values):
+    if not isinstance(values, types.BaseTuple):
+        return None
+
+    def codegen(context, builder, signature, llargs):
+        model = context.data_model_manager[values]  # stored as data: a bool is a byte in memory
+        slot = cgutils.alloca_once(builder, model.get_data_type())  # in the entry block
+        builder.store(model.as_data(builder, llargs[0]), slot)
+        return slot
+
+    return types.CPointer(values)(values), codegen
+
+
+@intrinsic
+def _call_address(typingctx, address, args, shared):
+    if not (isinstance(args, types.BaseTuple) and isinstance(shared, types.CPointer)
+            and isinstance(shared.dtype, types.BaseTuple)):
+        return None
     result = types.int64
 
     def codegen(context, builder, signature, llargs):
-        pointer, packed = llargs
-        arg_types = signature.args[1].types
-        values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
+        pointer, own, stored = llargs
+        stored = context.data_model_manager[shared.dtype].from_data(builder, builder.load(stored))
+        values = [builder.extract_value(own, i) for i in range(len(args))]
+        values += [builder.extract_value(stored, i) for i in range(len(shared.dtype))]
+        arg_types = (*args, *shared.dtype)
         function_type = ir.FunctionType(context.get_value_type(result), [context.get_value_type(t) for t in arg_types])
         function = builder.inttoptr(pointer, function_type.as_pointer())
         return builder.call(function, values)
 
-    return result(address, args), codegen
+    return result(address, args, shared), codegen
 
 
-# ``call_address(address, args)``: the function at ``address`` (from :func:`address`) applied to the
-# tuple ``args``; it must return an int64.
+# ``pack(values)``: a pointer to the tuple ``values``, stored on the stack of the compiled function
+# that calls it and valid until that function returns; the arrays in it are not reference counted
+# (the caller's own arguments keep them alive).
+pack = pack_python if config.DISABLE_JIT else _pack
+# ``call_address(address, args, shared)``: the function at ``address`` (from :func:`address`) applied
+# to the tuple ``args`` followed by the tuple ``shared`` points to (from :func:`pack`); it must
+# return an int64.
 call_address = call_address_python if config.DISABLE_JIT else _call_address

@@ -20,7 +20,7 @@ from numba import prange
 
 from . import calls
 from .cache import jit
-from .calls import call_address
+from .calls import call_address, pack
 from .factors import larger, smaller
 
 CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
@@ -102,13 +102,13 @@ def cell_lists(x, y, image, n_images):
 
 @jit(entry=True, parallel=True)
 def nearest_tasks(address, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts):
-    """:func:`_nearest` at ``address`` over tasks of ``HEADS_PER_TASK`` heads, in parallel (a
-    parallel loop's body takes arrays one by one, not in a tuple)."""
+    """:func:`_nearest` at ``address`` over tasks of ``HEADS_PER_TASK`` heads, in parallel, the
+    arguments every task shares packed behind one pointer (:func:`.calls.pack`)."""
     n = x.size
+    shared = pack((x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts))
     for task in prange((n + HEADS_PER_TASK - 1) // HEADS_PER_TASK):
         first = np.int64(task) * HEADS_PER_TASK
-        call_address(address, (first, smaller(n, first + HEADS_PER_TASK), x, y, xs, ys, cell_of, starts, x0, y0, cell,
-                                nx, ny, image, k, means, counts))
+        call_address(address, (first, smaller(n, first + HEADS_PER_TASK)), shared)
 
 
 @jit(by_address=True)

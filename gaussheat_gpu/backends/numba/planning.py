@@ -27,7 +27,7 @@ from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAM
                         _Tables, kernel_coefficients, por_peak_is_bad, support_range)
 from . import calls
 from .cache import jit
-from .calls import call_address
+from .calls import call_address, pack
 from .factors import smaller
 
 # The shared formulas, compiled (for the argument types of their calls here, once each).
@@ -100,7 +100,7 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
         kept, checks, any_rotated = plan_chunk(inputs, setup, tables, 0, n)
         params, boxes, kernel_index = tables[0][:kept], tables[1][:kept], tables[2][:kept]
     else:
-        task = calls.address(plan_task, (inputs, setup, _NO_TABLES, 0, *_NO_RESULTS))
+        task = calls.address(plan_task, (0, inputs, setup, _NO_TABLES, *_NO_RESULTS))
         (params, boxes, kernel_index), checks, any_rotated = plan_chunks(task, inputs, setup, tables)
     return _Tables(params, boxes, kernel_index, not any_rotated, *checks)
 
@@ -172,7 +172,7 @@ def plan_chunk(inputs, setup, tables, lo, hi):
 
 
 @jit(by_address=True)
-def plan_task(inputs, setup, tables, chunk, kept, firsts, rotated):
+def plan_task(chunk, inputs, setup, tables, kept, firsts, rotated):
     """:func:`plan_chunk` of the ``chunk``-th ``CHUNK`` kernels, its results stored at ``[chunk]`` of
     ``kept``, ``firsts`` and ``rotated``: what :func:`plan_chunks` calls by address. Returns 0."""
     lo = chunk * CHUNK
@@ -189,23 +189,17 @@ def plan_chunks(address, inputs, setup, tables):
     parallel, then the kept rows packed.
 
     The parallel loop holds a call by address, not the planner's code (which it would compile three
-    times more).
+    times more), and the arguments every chunk shares packed behind one pointer (:func:`.calls.pack`).
     """
-    # A prange body cannot take tuples holding arrays or tuples: their items travel one by one and
-    # are packed again inside.
-    (x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source = inputs
-    (x0, dx, y0, dy), (n_images, height, width), (truncate, truncates), normalize_code = setup
-    n = theta.size
+    n = inputs[2].size
     params, boxes, kernel_index = tables
     n_chunks = (n + CHUNK - 1) // CHUNK
     kept = np.empty(n_chunks, dtype=np.int64)  # of the types of _NO_RESULTS
     firsts = np.empty((n_chunks, 3), dtype=np.int64)
     rotated = np.empty(n_chunks, dtype=np.bool_)
+    shared = pack((inputs, setup, tables, kept, firsts, rotated))
     for chunk in prange(n_chunks):
-        call_address(address, (
-            ((x, y, sigma_x, sigma_y, amplitude), image, theta, (cos_given, sin_given), source),
-            ((x0, dx, y0, dy), (n_images, height, width), (truncate, truncates), normalize_code),
-            (params, boxes, kernel_index), np.int64(chunk), kept, firsts, rotated))
+        call_address(address, (np.int64(chunk),), shared)
     total = 0
     any_rotated = False
     for chunk in range(n_chunks):

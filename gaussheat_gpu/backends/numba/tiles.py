@@ -26,7 +26,7 @@ from numba import prange
 from ...planning import B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, P_B
 from .bands import prepare_separable, separable_kernel, set_pair_rows, spans_band, zero_row
 from .cache import jit
-from .calls import call_address
+from .calls import call_address, pack
 from .factors import kernel_params, larger, smaller
 from .rotated import combine_exact_row, prepare_rotated, rotated_block
 
@@ -163,12 +163,15 @@ def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_
     """:func:`render_range` at ``address`` (:func:`.calls.address`) in parallel: every kernel prepared
     (chunks of ``kernel_chunk`` kernels a task), then every (image, band) tile rendered (one a task).
 
-    One parallel loop, run once per phase, holding one call: it compiles in a fraction of a second
-    whatever the renderer holds. ``column_factors`` and ``info`` come sized for the plan (allocating
-    them here would compile NumPy's allocation for this function too). Its index is unsigned inside
-    the parallel body, and cast to the int64 ``render_range`` was compiled for.
+    One parallel loop, run once per phase, holding one call with the arguments all tasks share
+    packed behind one pointer (:func:`.calls.pack`): it compiles in a fraction of a second whatever
+    the renderer holds. ``column_factors`` and ``info`` come sized for the plan (allocating them
+    here would compile NumPy's allocation for this function too). Its index is unsigned inside the
+    parallel body, and cast to the int64 ``render_range`` was compiled for.
     """
     n_kernels = params.shape[0]
+    shared = pack((params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height, combine,
+                   normalize, accumulate, axis, rotated))
     for phase in range(2):
         n_tasks = (n_kernels + kernel_chunk - 1) // kernel_chunk if phase == 0 else offsets.size - 1
         for task in prange(n_tasks):
@@ -178,5 +181,4 @@ def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_
                 ranges = (lo, smaller(n_kernels, lo + kernel_chunk), np.int64(0), np.int64(0))
             else:
                 ranges = (np.int64(0), np.int64(0), first, first + 1)
-            call_address(address, (*ranges, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info,
-                                   images, band_height, combine, normalize, accumulate, axis, rotated))
+            call_address(address, ranges, shared)
