@@ -19,7 +19,7 @@ import gaussheat_gpu as gh
 
 pytest.importorskip("numba")
 from gaussheat_gpu.backends import numba as numba_backend  # noqa: E402
-from gaussheat_gpu.backends.numba import dense, rotated  # noqa: E402
+from gaussheat_gpu.backends.numba import dense, rotated, tiles  # noqa: E402
 
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +89,14 @@ NO_JIT_SCRIPT = textwrap.dedent("""
                     for dtype in ("float32", "float64"):
                         check(f"{combine}-{normalize}-{'rot' if rotated else 'axis'}-{truncate}-{dtype}",
                               kernels, shape, dtype, combine=combine, normalize=normalize, truncate=truncate)
+    # One image: a small plan lists every kernel in every band (tiles.every_band), and the
+    # truncated kernels miss some of the two bands.
+    for combine in ("sum", "max", "por"):
+        single = gh.Kernels(rng.uniform(-3, 26, 5), rng.uniform(-3, 73, 5), rng.uniform(0.6, 6, 5),
+                            rng.uniform(0.6, 6, 5), 0.0, rng.uniform(0.1, 0.9, 5))
+        for dtype in ("float32", "float64"):
+            check(f"{combine}-peak-one-image-2.5-{dtype}", single, shape[1:], dtype, combine=combine,
+                  normalize="peak", truncate=2.5)
     # Axis-aligned and rotated kernels in one plan (the band renderer's third specialisation).
     for combine in ("sum", "max", "por"):
         mixed = gh.Kernels(rng.uniform(-3, 26, 6), rng.uniform(-3, 73, 6), rng.uniform(0.6, 6, 6),
@@ -122,14 +130,44 @@ def test_kernel_bodies_without_jit_match_reference():
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
-    # 3 combines x 7 (normalize, rotation) pairs x 2 truncations x 2 dtypes, 3 x 2 mixed, 4 exact, 4 dense.
-    assert len(errors) == 3 * 7 * 2 * 2 + 3 * 2 + 4 + 4
+    # 3 combines x 7 (normalize, rotation) pairs x 2 truncations x 2 dtypes, 3 x 2 one-image, 3 x 2
+    # mixed, 4 exact, 4 dense.
+    assert len(errors) == 3 * 7 * 2 * 2 + 3 * 2 + 3 * 2 + 4 + 4
     for name, (error, accumulate_error, outside, scale) in errors.items():
         dtype = name.rsplit("-", 1)[1]
         assert scale > 0, name
         assert error <= TOLERANCE[dtype], (name, error)
         assert accumulate_error <= TOLERANCE[dtype], (name, accumulate_error)
         assert not outside, f"{name}: nonzero pixel outside every support"
+
+
+def test_small_plans_listed_in_every_band_render_the_bits_of_binned_lists(monkeypatch):
+    # A small plan of one image lists every kernel in every band (tiles.every_band) and the renderer
+    # skips the bands a kernel's box misses: the same operations in the same order as with the
+    # binned lists (tiles.bin_kernels), so the same bits, for every mode and kind of kernel.
+    rng = np.random.default_rng(23)
+    listed = []
+    every_band, limit = tiles.every_band, tiles.EVERY_BAND_ENTRIES
+    monkeypatch.setattr(tiles, "every_band", lambda *sizes: listed.append(sizes) or every_band(*sizes))
+    for case in range(40):
+        n = int(rng.integers(1, 12))
+        height, width = int(rng.integers(1, 300)), int(rng.integers(1, 120))
+        kernels = mixed_kernels(n, width, height, rng, rotated=case % 3 == 0, sigma=(0.3, 40.0))
+        combine = ("sum", "max", "por")[case % 3]
+        normalize = ("peak", "pdf", "count", "integral")[case % 4] if combine != "por" else "peak"
+        if normalize == "integral" and case % 3 == 0:
+            normalize = "pdf"
+        options = dict(combine=combine, normalize=normalize, truncate=None if case % 5 == 0 else 2.0,
+                       dtype=("float32", "float64")[case % 2], backend="numba")
+        start = rng.uniform(0, 0.5, (height, width))
+        images = []
+        for entries in (limit, 0):
+            monkeypatch.setattr(tiles, "EVERY_BAND_ENTRIES", entries)
+            out = start.astype(options["dtype"])
+            gh.render(kernels, (height, width), out=out, accumulate=case % 4 == 1, **options)
+            images.append(out)
+        np.testing.assert_array_equal(images[0], images[1], err_msg=f"case {case}: {options}")
+    assert len(listed) == 40  # every case took the every-band lists once
 
 
 # -- (2) the dense path ----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ COMPILED_SCRIPT = """
     functions = dict(separable=bands.set_pair_rows, prepare_separable=bands.prepare_separable,
                      rotated=rotated.prepare_rotated, dense=dense.dense_factors, chunks=planning.plan_chunks,
                      bands=tiles.render_bands, range=tiles.render_range, rows=planning.plan_chunk,
-                     task=planning.plan_task)
+                     task=planning.plan_task, binning=tiles.bin_kernels)
     print(json.dumps({{name: len(f.signatures) for name, f in functions.items()}}))
 """
 
@@ -59,11 +59,12 @@ COMPILED_SCRIPT = """
 @pytest.mark.parametrize("case", ["axis", "rotated"])
 def test_a_call_compiles_only_its_path(tmp_path, case):
     # The seed (axis-aligned kernels) never compiles the rotated visits, nor rotated kernels the
-    # separable rows; neither compiles the dense product or the parallel planner.
+    # separable rows; neither compiles the dense product, the parallel planner or (small plans of
+    # one image) the binning.
     result = run_python(COMPILED_SCRIPT.format(case=case), env=fresh_env(tmp_path))
     counts = json.loads(result.stdout.strip().splitlines()[-1])
     assert counts["bands"] == 1 and counts["range"] == 1 and counts["rows"] == 1
-    assert counts["dense"] == 0 and counts["chunks"] == 0 and counts["task"] == 0
+    assert counts["dense"] == 0 and counts["chunks"] == 0 and counts["task"] == 0 and counts["binning"] == 0
     if case == "axis":
         assert counts["separable"] == 1 and counts["prepare_separable"] == 1 and counts["rotated"] == 0
     else:

@@ -97,8 +97,14 @@ def render(plan, out):
         dense.render_dense(plan, images, normalize)
         return
     band_height = _band_height(grid.n_images, grid.height)
-    offsets, kernel_ids, col_offsets = tiles.bin_kernels(plan.boxes, plan.params, grid.n_images, grid.height,
-                                                         band_height)
+    n_bands = -(-grid.height // band_height)
+    if _lists_every_band(grid, n_kernels, n_bands):
+        offsets, kernel_ids, col_offsets = tiles.every_band(n_kernels, n_bands, grid.width)
+        axis = plan.axis_aligned or bool((plan.params[:, P_B] == 0.0).any())
+    else:
+        offsets, kernel_ids, col_offsets = tiles.bin_kernels(plan.boxes, plan.params, grid.n_images, grid.height,
+                                                             band_height)
+        axis = col_offsets[-1] > 0
     if n_kernels >= WORKSPACE_MIN_KERNELS:
         column_factors = WORKSPACE.empty("column_factors", (col_offsets[-1],), out.dtype)
         info = WORKSPACE.empty("info", (n_kernels, tiles.INFO_COLUMNS), np.float64)
@@ -107,12 +113,16 @@ def render(plan, out):
         info = np.empty((n_kernels, tiles.INFO_COLUMNS))
     # Which specialisation: True or None for "has axis-aligned kernels" and "has rotated ones".
     args = (plan.params, plan.boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height,
-            combine, normalize, plan.accumulate, True if col_offsets[-1] else None,
-            None if plan.axis_aligned else True)
+            combine, normalize, plan.accumulate, True if axis else None, None if plan.axis_aligned else True)
     chunk = 1 if n_kernels < PREPARE_ONE_BY_ONE else -(-n_kernels // numba.get_num_threads())
     # The other arguments' types follow from these (the rest are this function's arrays and ints).
     varying = (plan.params, plan.boxes, images, args[-2], args[-1])
     tiles.render_bands(calls.address(tiles.render_range, (0, 0, 0, 0, *args), varying), chunk, *args)
+
+
+def _lists_every_band(grid, n_kernels, n_bands):
+    """Whether a plan is small enough to list every kernel in every band (:func:`.tiles.every_band`)."""
+    return grid.n_images == 1 and n_kernels * (n_bands + grid.width) <= tiles.EVERY_BAND_ENTRIES
 
 
 def _band_height(n_images, height):
@@ -136,9 +146,11 @@ def _band_height(n_images, height):
 def call_bytes(plan, exact=False):
     """Peak scratch bytes of :func:`render` beyond ``out`` and the plan (see :mod:`gaussheat_gpu.backends`).
 
-    The band lists (two ``n_tiles + 1`` int64 arrays and one kernel id per kernel and band), the
-    column factors (one per column of each axis-aligned kernel), per-kernel info, and each
-    thread's row scratch; or the dense path's factors and their padded copies. The bound (arithmetic
+    The band lists (two ``n_tiles + 1`` int64 arrays and one kernel id per kernel and band it
+    meets), the column factors (one per column of each axis-aligned kernel), per-kernel info, and
+    each thread's row scratch; for a small plan of one image, every kernel listed in every band and
+    given a row's width of column factors (:func:`.tiles.every_band`); or the dense path's factors
+    and their padded copies. The bound (arithmetic
     only: it runs on every call) takes the shortest bands, every kernel spanning every band and the
     whole width, and the dense path's scratch besides.
     """
@@ -155,6 +167,9 @@ def call_bytes(plan, exact=False):
         return dense.scratch_bytes(n, grid.height, grid.width, itemsize)
     band_height = _band_height(grid.n_images, grid.height)
     n_bands = -(-grid.height // band_height)
+    if _lists_every_band(grid, n, n_bands):
+        return (8 * (n_bands + 1 + n * n_bands + n + 1) + n * 8 * tiles.INFO_COLUMNS + itemsize * n * grid.width
+                + numba.get_num_threads() * 24 * grid.width)
     boxes = plan.boxes
     bands = (boxes[:, B_ROW1] // band_height - boxes[:, B_ROW0] // band_height + 1).sum()
     widths = np.where(plan.params[:, P_B] == 0.0, boxes[:, B_COL1] - boxes[:, B_COL0] + 1, 0).sum()

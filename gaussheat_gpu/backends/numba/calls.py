@@ -97,15 +97,31 @@ def call_address_python(address, args, shared):
     return address(*args, *shared)
 
 
+def _uncounted(context, builder, typ, value):
+    """``value`` with every array in it (at any depth of tuples) stripped of its reference count."""
+    if isinstance(typ, types.Array):
+        array = context.make_array(typ)(context, builder, value)
+        array.meminfo = cgutils.get_null_value(array.meminfo.type)
+        return array._getvalue()
+    if isinstance(typ, types.BaseTuple):
+        for i, item in enumerate(typ):
+            value = builder.insert_value(value, _uncounted(context, builder, item, builder.extract_value(value, i)), i)
+    return value
+
+
 @intrinsic
 def _pack(typingctx, values):
     if not isinstance(values, types.BaseTuple):
         return None
 
     def codegen(context, builder, signature, llargs):
+        # Without their reference counts (as a parallel loop's body gets its arrays): a view the
+        # callee takes then costs no atomic update of a count every thread shares (W1's bands
+        # took 2-4x as long with them).
+        value = _uncounted(context, builder, values, llargs[0])
         model = context.data_model_manager[values]  # stored as data: a bool is a byte in memory
         slot = cgutils.alloca_once(builder, model.get_data_type())  # in the entry block
-        builder.store(model.as_data(builder, llargs[0]), slot)
+        builder.store(model.as_data(builder, value), slot)
         return slot
 
     return types.CPointer(values)(values), codegen
@@ -132,7 +148,7 @@ def _call_address(typingctx, address, args, shared):
 
 
 # ``pack(values)``: a pointer to the tuple ``values``, stored on the stack of the compiled function
-# that calls it and valid until that function returns; the arrays in it are not reference counted
+# that calls it and valid until that function returns; the arrays in it carry no reference count
 # (the caller's own arguments keep them alive).
 pack = pack_python if config.DISABLE_JIT else _pack
 # ``call_address(address, args, shared)``: the function at ``address`` (from :func:`address`) applied

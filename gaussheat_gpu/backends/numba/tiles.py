@@ -2,7 +2,10 @@
 
 1. :func:`bin_kernels` (serial) lists the kernels of each row band, 64 to 256 rows of one image,
    as a CSR list (a counting sort: cheaper than NumPy's argsort for 100k kernels), and lays out
-   one slot per column of every axis-aligned kernel.
+   one slot per column of every axis-aligned kernel. A small plan of one image instead lists
+   every kernel in every band, with a slot of the image's width each (:func:`every_band`, made in
+   Python from the sizes; the renderer skips the bands a kernel misses): the seed's first call
+   then compiles no binning at all.
 2. :func:`render_range` prepares a range of kernels, then renders a range of (image, band) tiles:
    zeroed unless accumulating (or written whole by its first axis-aligned kernels, :mod:`.bands`),
    then every kernel of the band's list combined in. It holds all the code of a band render.
@@ -20,6 +23,8 @@ Modes (combine, normalize, accumulate) stay run-time switches; the output dtype 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import prange
 
@@ -31,6 +36,39 @@ from .factors import kernel_params, larger, smaller
 from .rotated import combine_exact_row, prepare_rotated, rotated_block
 
 INFO_COLUMNS = 5  # what the preparation keeps per kernel (prepare_separable, prepare_rotated)
+# Most entries a small plan's lists and column slots may hold (kernels times bands, plus kernels
+# times columns) for :func:`every_band` to make them.
+EVERY_BAND_ENTRIES = 1 << 16
+
+
+@functools.lru_cache(maxsize=16)
+def every_band(n_kernels, n_bands, width):
+    """:func:`bin_kernels`' results for a plan of one image, made from its sizes alone.
+
+    Every kernel is listed in every band (:func:`render_range` skips a listed kernel in the bands
+    its box misses, and combines the others in the same order), and every kernel owns a slot of
+    ``width`` column factors. Made with NumPy and kept for the next call of the same sizes, so
+    that a small plan's first call does not compile :func:`bin_kernels`, and its later calls do
+    not run it.
+
+    Parameters
+    ----------
+    n_kernels, n_bands, width : int
+        The plan's kernels, the image's row bands and its columns.
+
+    Returns
+    -------
+    offsets, kernel_ids, col_offsets : numpy.ndarray
+        As :func:`bin_kernels` returns them, shared between calls: read them only.
+
+    Examples
+    --------
+    >>> offsets, kernel_ids, col_offsets = every_band(2, 3, 10)
+    >>> offsets.tolist(), kernel_ids.tolist(), col_offsets.tolist()
+    ([0, 2, 4, 6], [0, 1, 0, 1, 0, 1], [0, 10, 20])
+    """
+    return (np.arange(n_bands + 1, dtype=np.int64) * n_kernels, np.tile(np.arange(n_kernels, dtype=np.int64), n_bands),
+            np.arange(n_kernels + 1, dtype=np.int64) * width)
 
 
 @jit(entry=True)
@@ -132,6 +170,8 @@ def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes
             k = band_kernels[j]
             r_first = larger(boxes[k, B_ROW0], band_first)
             r_last = smaller(boxes[k, B_ROW1], band_last)
+            if r_first > r_last:  # listed in every band (a small plan's lists), but not in this one
+                continue
             if rotated is None:
                 separable = True
             elif axis is None:

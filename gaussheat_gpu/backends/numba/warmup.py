@@ -54,8 +54,15 @@ def _density_helpers(rng):
     density_request(rng.uniform(0, 40, (20, 2)), (30, 40), sigma="adaptive", border="constant")
 
 
-# Compiled code outside render (the same for both output dtypes): name -> function(rng).
-HELPERS = {"density_map: k-NN, window sums": _density_helpers}
+def _band_lists(rng):
+    """The binning of batches and large plans (small plans of one image need none: :func:`.tiles.every_band`)."""
+    from ...api import render
+
+    render(_kernels(4, 40, 30, 0.0, rng), (2, 30, 40), backend="numba")
+
+
+# Compiled code that is the same for both output dtypes: name -> function(rng).
+HELPERS = {"band lists: batches, large plans": _band_lists, "density_map: k-NN, window sums": _density_helpers}
 
 
 def warmup(all_dtypes=False, report=None):
@@ -112,7 +119,6 @@ def cache_status():
         return any(test(key[0]) for key in cache.valid_entries(dispatcher))
 
     planner = has(planning.plan_chunk)
-    binning = planner and has(tiles.bin_kernels)
     trig = has(planning._libm_cos_sin)  # rotated kernels' planning
     status = {}
     for dtype in DTYPES:
@@ -121,7 +127,7 @@ def cache_status():
             # normalize, accumulate, axis, rotated) last.
             def fits(sig):
                 return sig[-7].dtype.name == dtype and _is_none(sig[-2]) != axis and _is_none(sig[-1]) != rotated
-            return binning and has(tiles.render_range, fits) and has(tiles.render_bands, fits)
+            return planner and has(tiles.render_range, fits) and has(tiles.render_bands, fits)
 
         status["bands, axis-aligned kernels", dtype] = bands(True, False)
         status["bands, rotated kernels", dtype] = bands(False, True) and trig
@@ -130,6 +136,7 @@ def cache_status():
             has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
             for function, at in ((dense.dense_factors, 3), (dense._dense_pack, 0), (dense._dense_panels, 2)))
         status["planner, parallel chunks", dtype] = has(planning.plan_chunks) and has(planning.plan_task)
+    status["band lists: batches, large plans", "any"] = has(tiles.bin_kernels)
     status["density_map: k-NN, window sums", "any"] = all(
         has(function) for function in (neighbours.cell_lists, neighbours.nearest_tasks, neighbours._nearest,
                                        neighbours.window_sums))
