@@ -54,7 +54,7 @@ def _density_helpers(rng):
     density_request(rng.uniform(0, 40, (20, 2)), (30, 40), sigma="adaptive", border="constant")
 
 
-def _band_lists(rng):
+def _binning(rng):
     """The binning of batches and large plans (small plans of one image need none: :func:`.tiles.every_band`)."""
     from ...api import render
 
@@ -62,7 +62,7 @@ def _band_lists(rng):
 
 
 # Compiled code that is the same for both output dtypes: name -> function(rng).
-HELPERS = {"band lists: batches, large plans": _band_lists, "density_map: k-NN, window sums": _density_helpers}
+HELPERS = {"binning: batches, large plans": _binning, "density_map: k-NN, window sums": _density_helpers}
 
 
 def warmup(all_dtypes=False, report=None):
@@ -136,7 +136,7 @@ def cache_status():
             has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
             for function, at in ((dense.dense_factors, 3), (dense._dense_pack, 0), (dense._dense_panels, 2)))
         status["planner, parallel chunks", dtype] = has(planning.plan_chunks) and has(planning.plan_task)
-    status["band lists: batches, large plans", "any"] = has(tiles.bin_kernels)
+    status["binning: batches, large plans", "any"] = has(tiles.bin_kernels)
     status["density_map: k-NN, window sums", "any"] = all(
         has(function) for function in (neighbours.cell_lists, neighbours.nearest_tasks, neighbours._nearest,
                                        neighbours.window_sums))
