@@ -85,9 +85,9 @@ def separable_row(p, r, factors, row_scale, peak_row, normalize, flush):
     """
     g = row_factor(p, r, normalize)
     value = row_scale * g
+    lo, hi = np.int64(0), factors.size - 1
     if g < peak_row * RELATIVE_FLUSH or abs(value) < flush:
-        return 1, 0, value
-    lo, hi = 0, factors.size - 1
+        return hi + 1, hi, value
     floor = flush / abs(value)
     if floor > RELATIVE_FLUSH:
         while lo <= hi and factors[lo] < floor:
