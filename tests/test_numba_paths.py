@@ -50,7 +50,7 @@ COMPILED_SCRIPT = """
         gh.render(k, (30, 40), backend="numba")
     functions = dict(separable=bands.set_pair_rows, prepare_separable=bands.prepare_separable,
                      rotated=rotated.prepare_rotated, dense=dense.dense_factors, chunks=planning.plan_chunks,
-                     bands=tiles.render_bands, range=tiles.render_range, rows=planning.plan_chunk,
+                     bands=tiles.render_bands, range=tiles.render_task, rows=planning.plan_chunk,
                      task=planning.plan_task, binning=tiles.bin_kernels)
     print(json.dumps({{name: len(f.signatures) for name, f in functions.items()}}))
 """
@@ -114,8 +114,8 @@ FIRST_CALL_SCRIPT = """
     from gaussheat_gpu.backends.numba import cache, tiles
     k = gh.Kernels(x=[20.0], y=[12.0], sigma_x=[3.0], sigma_y=[2.0])
     gh.render(k, (30, 40), backend="numba")
-    print(json.dumps(dict(location=cache.location(), hits=sum(tiles.render_range.stats.cache_hits.values()),
-                          misses=sum(tiles.render_range.stats.cache_misses.values()))))
+    print(json.dumps(dict(location=cache.location(), hits=sum(tiles.render_task.stats.cache_hits.values()),
+                          misses=sum(tiles.render_task.stats.cache_misses.values()))))
 """
 
 
@@ -200,7 +200,7 @@ def test_read_only_install_falls_back_to_the_temporary_folder(tmp_path):
 LOCATION_SCRIPT = """
 import json
 from gaussheat_gpu.backends.numba import cache, tiles
-print(json.dumps(dict(location=cache.location(), entries=len(cache.valid_entries(tiles.render_range)))))
+print(json.dumps(dict(location=cache.location(), entries=len(cache.valid_entries(tiles.render_task)))))
 """
 
 
@@ -301,39 +301,39 @@ def test_kernels_whose_factors_all_underflow_write_nothing(shape):
 
 # -- (5) calls by address ------------------------------------------------------------------------------
 
-def test_a_function_called_by_address_gives_its_direct_result():
+def test_tasks_called_by_address_on_the_threads_give_the_direct_results():
     import numba
 
     from gaussheat_gpu.backends.numba import calls
 
-    def scaled_sum(values, scale, skip):
+    def prefix_sum(task, values, scale, skip, results, seen):
         total = 0.0
-        for i in range(values.size):
+        for i in range(task + 1):
             if skip is None or i != skip:
                 total += values[i]
-        return np.int64(total * scale)
+        results[task] = total * scale
+        seen[task] += 1
+        return np.int64(0)
 
-    direct = numba.njit(scaled_sum)
-    callee = numba.njit(no_cpython_wrapper=True)(scaled_sum)  # a C entry point only, as by_address gives
+    callee = numba.njit(no_cpython_wrapper=True)(prefix_sum)  # a C entry point only, as by_address gives
 
     @numba.njit
-    def caller(address, values, scale, skip):
-        return calls.call_address(address, (values,), calls.pack((scale, skip)))
+    def run(address, n_tasks, values, scale, skip, results, seen):
+        return calls.parallel_calls(address, n_tasks, calls.pack((values, scale, skip, results, seen)))
 
-    @numba.njit(parallel=True)
-    def parallel_caller(address, values, scale, skip, results):  # the shared arguments in a parallel loop
-        shared = calls.pack((scale, skip))
-        for i in numba.prange(results.size):
-            results[i] = calls.call_address(address, (values[:i + 1],), shared)
-
-    values = np.random.default_rng(2).uniform(0, 100, 17)
+    values = np.random.default_rng(2).uniform(0, 100, 1000)
     for skip in (None, 3):
-        found = calls.address(callee, (values, 2.5, skip))
-        assert found == calls.address(callee, (values[:5], 1.0, skip))  # the same types: the same code
-        assert caller(found, values, 2.5, skip) == direct(values, 2.5, skip) == scaled_sum(values, 2.5, skip)
-        results = np.zeros(values.size, dtype=np.int64)
-        parallel_caller(found, values, 2.5, skip, results)
-        assert results.tolist() == [scaled_sum(values[:i + 1], 2.5, skip) for i in range(values.size)]
+        results, seen = np.zeros(values.size), np.zeros(values.size, dtype=np.int64)
+        found = calls.address(callee, (0, values, 2.5, skip, results, seen))
+        assert found == calls.address(callee, (5, values[:5], 1.0, skip, results, seen))  # the same types
+        for n_tasks in (0, 1, 7, values.size):  # fewer tasks than threads, and many more
+            results[:], seen[:] = 0.0, 0
+            assert run(found, n_tasks, values, 2.5, skip, results, seen) == 0
+            assert seen.tolist() == [1] * n_tasks + [0] * (values.size - n_tasks)  # each task once
+            expected = [0.0] * values.size
+            for task in range(n_tasks):
+                prefix_sum(task, values, 2.5, skip, expected, [0] * values.size)
+            assert results.tolist() == expected
     assert len(callee.signatures) == 2  # one per type of skip
 
 

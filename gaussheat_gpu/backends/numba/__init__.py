@@ -9,7 +9,7 @@ file               job
                    one serial loop, or parallel chunks past ``planning.CHUNK`` kernels
 ``tiles.py``       kernels binned per row band, prepared once, every band rendered in parallel;
                    specialised for plans of axis-aligned kernels, rotated ones, or both
-``calls.py``       calling a compiled function by address from a parallel loop (compiled once)
+``calls.py``       a compiled function's tasks on Numba's threads, called by address (compiled once)
 ``bands.py``       axis-aligned kernels: separable rows, one ``exp`` per row
 ``rotated.py``     rotated kernels: recurrences, two multiplies a pixel
 ``dense.py``       a sum of few axis-aligned kernels covering a large image: one rank-K product
@@ -23,7 +23,8 @@ file               job
 Modes (combine, normalize, accumulate) are run-time switches inside each compiled function; the
 output dtype (float32 or float64) is a type, so each path has one specialisation per dtype. A
 first call in a process with an empty cache therefore compiles the planner's serial loop, the
-binning and one band specialisation with the small parallel loop that calls it by address
+binning (not for a small plan of one image, whose band lists come from its sizes alone) and one
+band specialisation with the small function that runs its tasks on Numba's threads by address
 (:mod:`.calls`), or the dense product: not the whole backend. Numba copies a called function's
 code into its caller and compiles it there again, three times more inside a parallel loop;
 called by address, the band renderer and the parallel planner's chunk are compiled once. Helpers
@@ -117,7 +118,7 @@ def render(plan, out):
     chunk = 1 if n_kernels < PREPARE_ONE_BY_ONE else -(-n_kernels // numba.get_num_threads())
     # The other arguments' types follow from these (the rest are this function's arrays and ints).
     varying = (plan.params, plan.boxes, images, args[-2], args[-1])
-    tiles.render_bands(calls.address(tiles.render_range, (0, 0, 0, 0, *args), varying), chunk, *args)
+    tiles.render_bands(calls.address(tiles.render_task, (0, 0, *args), varying), chunk, *args)
 
 
 def _lists_every_band(grid, n_kernels, n_bands):

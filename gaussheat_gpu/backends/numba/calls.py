@@ -1,30 +1,32 @@
-"""Calling a compiled function by its address, so that a caller does not compile it again.
+"""Running a compiled function's tasks on Numba's threads, called by its address.
 
 Numba copies the code of every function a compiled function calls into the caller's own module
-and optimises it there once more. A parallel loop copies it three times (its outlined body, the
-body's wrapper and the function holding the loop). The band renderer's code would be compiled
-four times for one parallel call; called by address, it is compiled once (:func:`address` looks
-it up), and the parallel loop that calls it is small.
+and optimises it there once more; a parallel loop (``prange``) copies it three times more (its
+outlined body, the body's wrapper and the function holding the loop), and its parfor passes and
+outlining cost a compile of their own (0.3 s of the seed's first call, 2-core EPYC VM). The band
+renderer, the parallel planner's chunk and the k-NN search are therefore ``by_address=True``
+functions taking a task index first, compiled once, and :func:`parallel_calls` runs their tasks
+on Numba's threads as a parallel loop would: the same scheduler, thread count and chunk size,
+the GIL released, but no code of the callee and no loop body to compile.
 
-:func:`call_address` calls the C entry point Numba gives each ``by_address=True`` function (its
-``cfunc`` wrapper: arguments by value, in Numba's data model, and the return value). The caller
-must pass exactly the argument types the address was compiled for: :func:`address` compiles (or
-loads from the cache) the overload for the very arguments it is given and remembers it under
-their Numba dispatch fingerprint (~0.2 us a look-up). An exception raised behind an address is
-printed, not raised (as in a parallel loop); the functions called so do not raise.
-
-A parallel loop hands every variable its body uses to the function Numba outlines it into, one by
-one (and cannot hand it a tuple holding arrays): with the band renderer's fourteen arguments, that
-hand-over was a third of the loop's compile time. So the arguments every task shares are stored
-once, before the loop (:func:`pack`: one pointer), and :func:`call_address` puts each task's own
-leading arguments before them.
+:func:`address` finds the C entry point Numba gives each ``by_address=True`` function (its
+``cfunc`` wrapper: arguments by value, in Numba's data model, and the return value), compiled (or
+loaded from the cache) for the very arguments it is given and remembered under their Numba
+dispatch fingerprint (~0.2 us a look-up). Every task gets the same arguments after its index,
+stored once (:func:`pack`: one pointer) with their arrays' reference counts stripped, as a
+parallel loop's body gets them: a view the callee takes then costs no atomic update of a count
+every thread shares. The caller must pass exactly the argument types the address was compiled
+for. An exception raised behind an address is printed, not raised (as in a parallel loop); the
+functions called so do not raise.
 
 With ``NUMBA_DISABLE_JIT=1``, :func:`address` returns the Python function itself, :func:`pack` the
-tuple and :func:`call_address` calls the function, so that the loops that call by address run as
-plain Python too.
+tuple, and :func:`parallel_calls` calls the function for each task in turn, so that the functions
+called by address run as plain Python too.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numba
 from llvmlite import ir
@@ -93,8 +95,10 @@ def pack_python(values):
     return values
 
 
-def call_address_python(address, args, shared):
-    return address(*args, *shared)
+def parallel_calls_python(address, n_tasks, shared):
+    for task in range(n_tasks):
+        address(task, *shared)
+    return 0
 
 
 def _uncounted(context, builder, typ, value):
@@ -115,9 +119,8 @@ def _pack(typingctx, values):
         return None
 
     def codegen(context, builder, signature, llargs):
-        # Without their reference counts (as a parallel loop's body gets its arrays): a view the
-        # callee takes then costs no atomic update of a count every thread shares (W1's bands
-        # took 2-4x as long with them).
+        # Without their reference counts (see the module docstring): with them, W1's bands took
+        # 2-4x as long.
         value = _uncounted(context, builder, values, llargs[0])
         model = context.data_model_manager[values]  # stored as data: a bool is a byte in memory
         slot = cgutils.alloca_once(builder, model.get_data_type())  # in the entry block
@@ -127,31 +130,113 @@ def _pack(typingctx, values):
     return types.CPointer(values)(values), codegen
 
 
+def _reload_threads():
+    """Start Numba's threads (once a process): cached code that calls :func:`parallel_calls` needs
+    their entry points before it is linked."""
+    from numba.np.ufunc.parallel import _launch_threads
+
+    _launch_threads()
+
+
+def _task_kernel(context, module, shared_type):
+    """The function Numba's threads run, defined once per module and type of shared arguments.
+
+    Numba's parallel runtime calls it as it calls a parallel loop's body: ``(args, dims, steps,
+    data)``, ``args[0]`` pointing to the thread's first row of the schedule (``[first task, last
+    task]``, two int64), ``dims[0]`` counting its rows; ``data`` points to ``{address, pointer to
+    the shared arguments}``. Each task is one call of the function at ``address``.
+    """
+    digest = hashlib.sha1(str(shared_type).encode()).hexdigest()[:16]
+    name = f"gaussheat_tasks_{digest}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    byte_pointer = ir.IntType(8).as_pointer()
+    kernel = ir.Function(module, ir.FunctionType(ir.VoidType(), [byte_pointer.as_pointer(), i64.as_pointer(),
+                                                                 i64.as_pointer(), byte_pointer]), name=name)
+    kernel.linkage = "internal"
+    args, dims, _, data = kernel.args
+    builder = ir.IRBuilder(kernel.append_basic_block("entry"))
+    model = context.data_model_manager[shared_type]
+    block = builder.bitcast(data, ir.LiteralStructType([i64, model.get_data_type().as_pointer()]).as_pointer())
+    address = builder.load(builder.gep(block, [i32(0), i32(0)]))
+    stored = model.from_data(builder, builder.load(builder.load(builder.gep(block, [i32(0), i32(1)]))))
+    values = [builder.extract_value(stored, i) for i in range(len(shared_type))]
+    function_type = ir.FunctionType(i64, [i64] + [context.get_value_type(t) for t in shared_type])
+    function = builder.inttoptr(address, function_type.as_pointer())
+    schedule = builder.bitcast(builder.load(args), i64.as_pointer())
+    with cgutils.for_range(builder, builder.load(dims)) as row:
+        bounds = builder.gep(schedule, [builder.mul(row.index, i64(2))])
+        first, last = builder.load(bounds), builder.load(builder.gep(bounds, [i64(1)]))
+        with cgutils.for_range_slice(builder, first, builder.add(last, i64(1)), i64(1)) as (task, _):
+            builder.call(function, [task] + values)
+    builder.ret_void()
+    return kernel
+
+
+def _declare(module, name, result, *args):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(result, list(args)), name)
+
+
 @intrinsic
-def _call_address(typingctx, address, args, shared):
-    if not (isinstance(args, types.BaseTuple) and isinstance(shared, types.CPointer)
-            and isinstance(shared.dtype, types.BaseTuple)):
+def _parallel_calls(typingctx, address, n_tasks, shared):
+    if not (isinstance(address, types.Integer) and isinstance(n_tasks, types.Integer)
+            and isinstance(shared, types.CPointer) and isinstance(shared.dtype, types.BaseTuple)):
         return None
-    result = types.int64
 
     def codegen(context, builder, signature, llargs):
-        pointer, own, stored = llargs
-        stored = context.data_model_manager[shared.dtype].from_data(builder, builder.load(stored))
-        values = [builder.extract_value(own, i) for i in range(len(args))]
-        values += [builder.extract_value(stored, i) for i in range(len(shared.dtype))]
-        arg_types = (*args, *shared.dtype)
-        function_type = ir.FunctionType(context.get_value_type(result), [context.get_value_type(t) for t in arg_types])
-        function = builder.inttoptr(pointer, function_type.as_pointer())
-        return builder.call(function, values)
+        _reload_threads()  # the runtime's entry points, declared below, must exist when this is linked
+        context.active_code_library._reload_init.add(_reload_threads)  # and when it is loaded from the cache
+        module = builder.module
+        i64, void = ir.IntType(64), ir.VoidType()
+        i64_pointer, byte_pointer = i64.as_pointer(), ir.IntType(8).as_pointer()
+        kernel = _task_kernel(context, module, shared.dtype)
+        pointer, count, stored = llargs
+        count = context.cast(builder, count, n_tasks, types.int64)
+        block = cgutils.alloca_once(builder, ir.LiteralStructType([i64, stored.type]))
+        builder.store(context.cast(builder, pointer, address, types.int64), builder.gep(block, [ir.IntType(32)(0)] * 2))
+        builder.store(stored, builder.gep(block, [ir.IntType(32)(0), ir.IntType(32)(1)]))
+        with builder.if_then(builder.icmp_signed(">", count, i64(0))):
+            # As Numba's own parallel loops do: a schedule of the tasks for the current thread count
+            # and chunk size (the chunk size reset inside, for nested loops), the GIL released.
+            starts = cgutils.alloca_once_value(builder, i64(0))
+            stops = cgutils.alloca_once_value(builder, builder.sub(count, i64(1)))
+            threads = builder.call(_declare(module, "get_num_threads", i64), [])
+            chunk_size = builder.call(_declare(module, "get_parallel_chunksize", i64), [])
+            rows = builder.call(_declare(module, "get_sched_size", i64, i64, i64, i64_pointer, i64_pointer),
+                                [threads, i64(1), starts, stops])
+            builder.call(_declare(module, "set_parallel_chunksize", void, i64), [i64(0)])
+            schedule = builder.call(_declare(module, "allocate_sched", i64_pointer, i64), [builder.mul(rows, i64(2))])
+            builder.call(_declare(module, "do_scheduling_signed", i64_pointer, i64, i64_pointer, i64_pointer, i64,
+                                  i64_pointer, i64), [i64(1), starts, stops, rows, schedule, i64(0)])
+            arrays = cgutils.alloca_once_value(builder, builder.bitcast(schedule, byte_pointer))
+            dims = cgutils.alloca_once(builder, i64, size=2)
+            builder.store(rows, dims)
+            builder.store(i64(2), builder.gep(dims, [i64(1)]))
+            steps = cgutils.alloca_once_value(builder, i64(16))  # bytes from one row of the schedule to the next
+            pyapi = context.get_python_api(builder)
+            gil = pyapi.gil_ensure()
+            thread_state = pyapi.save_thread()
+            parallel_for = _declare(module, "numba_parallel_for", void, *[byte_pointer] * 5, i64, i64, i64)
+            builder.call(parallel_for, [builder.bitcast(kernel, byte_pointer), builder.bitcast(arrays, byte_pointer),
+                                        builder.bitcast(dims, byte_pointer), builder.bitcast(steps, byte_pointer),
+                                        builder.bitcast(block, byte_pointer), i64(1), i64(1), threads])
+            pyapi.restore_thread(thread_state)
+            pyapi.gil_release(gil)
+            builder.call(_declare(module, "set_parallel_chunksize", void, i64), [chunk_size])
+            builder.call(_declare(module, "deallocate_sched", void, i64_pointer), [schedule])
+        return context.get_constant(types.int64, 0)
 
-    return result(address, args, shared), codegen
+    return types.int64(address, n_tasks, shared), codegen
 
 
 # ``pack(values)``: a pointer to the tuple ``values``, stored on the stack of the compiled function
 # that calls it and valid until that function returns; the arrays in it carry no reference count
 # (the caller's own arguments keep them alive).
 pack = pack_python if config.DISABLE_JIT else _pack
-# ``call_address(address, args, shared)``: the function at ``address`` (from :func:`address`) applied
-# to the tuple ``args`` followed by the tuple ``shared`` points to (from :func:`pack`); it must
-# return an int64.
-call_address = call_address_python if config.DISABLE_JIT else _call_address
+# ``parallel_calls(address, n_tasks, shared)``: the function at ``address`` (from :func:`address`)
+# applied to ``(task, *shared)`` for each task in ``range(n_tasks)``, spread over Numba's threads
+# as a parallel loop would be; ``shared`` comes from :func:`pack`, the function returns an int64.
+# Returns 0.
+parallel_calls = parallel_calls_python if config.DISABLE_JIT else _parallel_calls

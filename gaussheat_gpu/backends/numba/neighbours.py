@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from numba import prange
 
 from . import calls
 from .cache import jit
-from .calls import call_address, pack
+from .calls import pack, parallel_calls
 from .factors import larger, smaller
 
 CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
@@ -37,15 +36,15 @@ def mean_nearest_distances(x, y, image, n_images, k, means, counts):
     distance 0 from it (duplicates are each other's neighbours). The distances are summed nearest
     first, as ``numpy.sum`` sums a k-d tree query's row.
 
-    The search runs in tasks of ``HEADS_PER_TASK`` heads on every Numba thread; its parallel loop
-    calls :func:`_nearest` by address (:mod:`.calls`), which compiles it once instead of copying it
-    into the loop's body (2 s less of a first call's compilation).
+    The search runs in tasks of ``HEADS_PER_TASK`` heads on every Numba thread, :func:`_nearest`
+    called by address (:mod:`.calls`), which compiles it once instead of copying it into a parallel
+    loop's body (2 s less of a first call's compilation).
     """
     if x.size == 0:
         return
     xs, ys, cell_of, starts, (x0, y0, cell, nx, ny) = cell_lists(x, y, image, n_images)
     args = (x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts)
-    nearest_tasks(calls.address(_nearest, (0, 0, *args)), *args)
+    nearest_tasks(calls.address(_nearest, (0, *args)), *args)
 
 
 @jit(forceinline=True)
@@ -100,21 +99,20 @@ def cell_lists(x, y, image, n_images):
     return x[order], y[order], cell_of, starts, (x0, y0, cell, nx, ny)
 
 
-@jit(entry=True, parallel=True)
+@jit(entry=True)
 def nearest_tasks(address, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts):
-    """:func:`_nearest` at ``address`` over tasks of ``HEADS_PER_TASK`` heads, in parallel, the
-    arguments every task shares packed behind one pointer (:func:`.calls.pack`)."""
-    n = x.size
-    shared = pack((x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts))
-    for task in prange((n + HEADS_PER_TASK - 1) // HEADS_PER_TASK):
-        first = np.int64(task) * HEADS_PER_TASK
-        call_address(address, (first, smaller(n, first + HEADS_PER_TASK)), shared)
+    """:func:`_nearest` at ``address`` over tasks of ``HEADS_PER_TASK`` heads, on Numba's threads
+    (:func:`.calls.parallel_calls`)."""
+    parallel_calls(address, (x.size + HEADS_PER_TASK - 1) // HEADS_PER_TASK,
+                   pack((x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts)))
 
 
 @jit(by_address=True)
-def _nearest(first, stop, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts):
-    """:func:`mean_nearest_distances` of heads ``first .. stop - 1``, from :func:`cell_lists`'s
-    ``xs, ys, cell_of, starts`` and grid ``x0, y0, cell, nx, ny``. Returns 0."""
+def _nearest(task, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts):
+    """:func:`mean_nearest_distances` of the ``task``-th ``HEADS_PER_TASK`` heads, from
+    :func:`cell_lists`'s ``xs, ys, cell_of, starts`` and grid ``x0, y0, cell, nx, ny``. Returns 0."""
+    first = task * HEADS_PER_TASK
+    stop = smaller(x.size, first + HEADS_PER_TASK)
     cells = nx * ny
     # The smallest squared distances so far, ascending (the head itself, 0, first): k + 1 of them,
     # or 4 for k < 3 (the slots past k + 1 are not read).

@@ -20,14 +20,13 @@ import functools
 import math
 
 import numpy as np
-from numba import prange
 
 from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAMS, NORMALIZE_CODES, P_A, P_B,
                         P_C, P_CX, P_CY, P_SCALE, P_SHIFT_COL, P_SHIFT_ROW, P_SIGMA_COL, P_SIGMA_ROW, _geometry,
                         _Tables, kernel_coefficients, por_peak_is_bad, support_range)
 from . import calls
 from .cache import jit
-from .calls import call_address, pack
+from .calls import pack, parallel_calls
 from .factors import smaller
 
 # The shared formulas, compiled (for the argument types of their calls here, once each).
@@ -183,13 +182,12 @@ def plan_task(chunk, inputs, setup, tables, kept, firsts, rotated):
     return 0
 
 
-@jit(entry=True, parallel=True)
+@jit(entry=True)
 def plan_chunks(address, inputs, setup, tables):
-    """:func:`plan_task` at ``address`` (:func:`.calls.address`) over chunks of ``CHUNK`` kernels in
-    parallel, then the kept rows packed.
+    """:func:`plan_task` at ``address`` (:func:`.calls.address`) over chunks of ``CHUNK`` kernels on
+    Numba's threads (:func:`.calls.parallel_calls`), then the kept rows packed.
 
-    The parallel loop holds a call by address, not the planner's code (which it would compile three
-    times more), and the arguments every chunk shares packed behind one pointer (:func:`.calls.pack`).
+    The planner's code is compiled once, in :func:`plan_task`, not again here.
     """
     n = inputs[2].size
     params, boxes, kernel_index = tables
@@ -197,9 +195,7 @@ def plan_chunks(address, inputs, setup, tables):
     kept = np.empty(n_chunks, dtype=np.int64)  # of the types of _NO_RESULTS
     firsts = np.empty((n_chunks, 3), dtype=np.int64)
     rotated = np.empty(n_chunks, dtype=np.bool_)
-    shared = pack((inputs, setup, tables, kept, firsts, rotated))
-    for chunk in prange(n_chunks):
-        call_address(address, (np.int64(chunk),), shared)
+    parallel_calls(address, n_chunks, pack((inputs, setup, tables, kept, firsts, rotated)))
     total = 0
     any_rotated = False
     for chunk in range(n_chunks):

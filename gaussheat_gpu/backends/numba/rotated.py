@@ -15,7 +15,7 @@ Values below the kernel's flush threshold (:func:`.factors.flush_threshold` of i
 pixel nearest its centre) are written as 0.
 
 :func:`rotated_block` and its helpers are inlined in Numba's IR (``inline="always"``) into the
-band renderer's loop (:func:`.tiles.render_range`): as calls, their array arguments (7 scalars each,
+band renderer (:func:`.tiles.render_task`): as calls, their array arguments (7 scalars each,
 and a reference count update each) cost as much as a short row.
 """
 

@@ -6,12 +6,13 @@
    every kernel in every band, with a slot of the image's width each (:func:`every_band`, made in
    Python from the sizes; the renderer skips the bands a kernel misses): the seed's first call
    then compiles no binning at all.
-2. :func:`render_range` prepares a range of kernels, then renders a range of (image, band) tiles:
-   zeroed unless accumulating (or written whole by its first axis-aligned kernels, :mod:`.bands`),
-   then every kernel of the band's list combined in. It holds all the code of a band render.
-3. :func:`render_bands` runs it in parallel: every kernel prepared (chunks a thread), then every
-   band (one a task), calling :func:`render_range` by address (:mod:`.calls`), so that its
-   parallel loop compiles in a fraction of a second and the renderer once.
+2. :func:`render_task` prepares a chunk of kernels, or renders one (image, band) tile: zeroed
+   unless accumulating (or written whole by its first axis-aligned kernels, :mod:`.bands`), then
+   every kernel of the band's list combined in. It holds all the code of a band render.
+3. :func:`render_bands` runs its tasks on Numba's threads: every chunk of kernels prepared, then
+   every tile rendered, calling :func:`render_task` by address (:mod:`.calls`), so that the
+   renderer compiles once and the function that spreads it over the threads in a fraction of a
+   second.
 
 Which kinds of kernel a plan holds is decided before the call: ``axis`` and ``rotated`` are each
 ``True`` or ``None``, and Numba drops the code under ``if axis is not None`` (or ``rotated``) before
@@ -26,12 +27,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import prange
 
 from ...planning import B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, P_B
 from .bands import prepare_separable, separable_kernel, set_pair_rows, spans_band, zero_row
 from .cache import jit
-from .calls import call_address, pack
+from .calls import pack, parallel_calls
 from .factors import kernel_params, larger, smaller
 from .rotated import combine_exact_row, prepare_rotated, rotated_block
 
@@ -45,7 +45,7 @@ EVERY_BAND_ENTRIES = 1 << 16
 def every_band(n_kernels, n_bands, width):
     """:func:`bin_kernels`' results for a plan of one image, made from its sizes alone.
 
-    Every kernel is listed in every band (:func:`render_range` skips a listed kernel in the bands
+    Every kernel is listed in every band (:func:`render_task` skips a listed kernel in the bands
     its box misses, and combines the others in the same order), and every kernel owns a slot of
     ``width`` column factors. Made with NumPy and kept for the next call of the same sizes, so
     that a small plan's first call does not compile :func:`bin_kernels`, and its later calls do
@@ -117,17 +117,23 @@ def bin_kernels(boxes, params, n_images, height, band_height):
 
 
 @jit(by_address=True)
-def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes, offsets, kernel_ids, col_offsets,
-                 column_factors, info, images, band_height, combine, normalize, accumulate, axis, rotated):
-    """Prepare kernels ``first_kernel..last_kernel - 1``, then render (image, band) tiles
-    ``first_tile..last_tile - 1``; see the module docstring. Returns 0.
+def render_task(task, kernel_chunk, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
+                band_height, combine, normalize, accumulate, axis, rotated):
+    """Task ``task`` of a band render: with ``kernel_chunk > 0``, prepare the ``task``-th chunk of
+    ``kernel_chunk`` kernels; else render (image, band) tile ``task``; see the module docstring.
+    Returns 0.
 
     The one function of a band render that holds its code: :func:`render_bands` calls it by address
-    from its parallel loop (:mod:`.calls`). Called so, its arrays carry no reference count: views
+    from Numba's threads (:mod:`.calls`). Called so, its arrays carry no reference count: views
     of them cost no atomic update (called from Python, W2's two bands took 1.3 us more, 6%).
     Numba drops the code under ``if x is not None`` where x is None, but compiles both sides of a
     test on an argument that is not None: so each kind's code sits under its own argument.
     """
+    if kernel_chunk > 0:
+        first_kernel, first_tile, last_tile = task * kernel_chunk, np.int64(0), np.int64(0)
+        last_kernel = smaller(params.shape[0], first_kernel + kernel_chunk)
+    else:
+        first_kernel, last_kernel, first_tile, last_tile = np.int64(0), np.int64(0), task, task + 1
     n_images, height, width = images.shape
     n_bands = (height + band_height - 1) // band_height
     tiny = 2.0 ** -126 if images.itemsize == 4 else 2.0 ** -1022  # the output dtype's smallest normal number
@@ -197,28 +203,22 @@ def render_range(first_kernel, last_kernel, first_tile, last_tile, params, boxes
     return 0
 
 
-@jit(entry=True, parallel=True)
+@jit(entry=True)
 def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
                  band_height, combine, normalize, accumulate, axis, rotated):
-    """:func:`render_range` at ``address`` (:func:`.calls.address`) in parallel: every kernel prepared
-    (chunks of ``kernel_chunk`` kernels a task), then every (image, band) tile rendered (one a task).
+    """:func:`render_task` at ``address`` (:func:`.calls.address`) on Numba's threads: every kernel
+    prepared (chunks of ``kernel_chunk`` kernels a task), then every (image, band) tile rendered
+    (one a task).
 
-    One parallel loop, run once per phase, holding one call with the arguments all tasks share
-    packed behind one pointer (:func:`.calls.pack`): it compiles in a fraction of a second whatever
-    the renderer holds. ``column_factors`` and ``info`` come sized for the plan (allocating them
-    here would compile NumPy's allocation for this function too). Its index is unsigned inside the
-    parallel body, and cast to the int64 ``render_range`` was compiled for.
+    No parallel loop of Numba's own (:func:`.calls.parallel_calls` schedules the tasks as one
+    would): it compiles in a fraction of a second whatever the renderer holds. ``column_factors``
+    and ``info`` come sized for the plan (allocating them here would compile NumPy's allocation for
+    this function too).
     """
     n_kernels = params.shape[0]
-    shared = pack((params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height, combine,
-                   normalize, accumulate, axis, rotated))
-    for phase in range(2):
-        n_tasks = (n_kernels + kernel_chunk - 1) // kernel_chunk if phase == 0 else offsets.size - 1
-        for task in prange(n_tasks):
-            first = np.int64(task)
-            if phase == 0:
-                lo = first * kernel_chunk
-                ranges = (lo, smaller(n_kernels, lo + kernel_chunk), np.int64(0), np.int64(0))
-            else:
-                ranges = (np.int64(0), np.int64(0), first, first + 1)
-            call_address(address, ranges, shared)
+    parallel_calls(address, (n_kernels + kernel_chunk - 1) // kernel_chunk,
+                   pack((kernel_chunk, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
+                         band_height, combine, normalize, accumulate, axis, rotated)))
+    parallel_calls(address, offsets.size - 1,
+                   pack((np.int64(0), params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
+                         band_height, combine, normalize, accumulate, axis, rotated)))

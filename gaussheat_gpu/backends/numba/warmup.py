@@ -127,7 +127,7 @@ def cache_status():
             # normalize, accumulate, axis, rotated) last.
             def fits(sig):
                 return sig[-7].dtype.name == dtype and _is_none(sig[-2]) != axis and _is_none(sig[-1]) != rotated
-            return planner and has(tiles.render_range, fits) and has(tiles.render_bands, fits)
+            return planner and has(tiles.render_task, fits) and has(tiles.render_bands, fits)
 
         status["bands, axis-aligned kernels", dtype] = bands(True, False)
         status["bands, rotated kernels", dtype] = bands(False, True) and trig
