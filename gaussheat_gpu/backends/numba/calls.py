@@ -78,6 +78,7 @@ def address(dispatcher, args, varying=None):
     key = (dispatcher, _fingerprint(args if varying is None else varying))  # one C call for the whole tuple
     found = _addresses.get(key)
     if found is None:
+        start_threads()  # before the caller's code, which runs the tasks, is loaded or compiled
         signature = tuple(numba.typeof(arg) for arg in args)
         result = dispatcher.overloads.get(signature)
         if result is None:
@@ -130,9 +131,14 @@ def _pack(typingctx, values):
     return types.CPointer(values)(values), codegen
 
 
-def _reload_threads():
-    """Start Numba's threads (once a process): cached code that calls :func:`parallel_calls` needs
-    their entry points before it is linked."""
+def start_threads():
+    """Start Numba's threads and register their runtime's entry points (once a process; later calls
+    return at once).
+
+    Code that calls :func:`parallel_calls` needs those entry points when it is linked, compiled or
+    loaded from the cache: :func:`address` calls this before the function that runs the tasks is
+    first called.
+    """
     from numba.np.ufunc.parallel import _launch_threads
 
     _launch_threads()
@@ -186,8 +192,7 @@ def _parallel_calls(typingctx, address, n_tasks, shared):
         return None
 
     def codegen(context, builder, signature, llargs):
-        _reload_threads()  # the runtime's entry points, declared below, must exist when this is linked
-        context.active_code_library._reload_init.add(_reload_threads)  # and when it is loaded from the cache
+        start_threads()  # the runtime's entry points, declared below, must exist when this is linked
         module = builder.module
         i64, void = ir.IntType(64), ir.VoidType()
         i64_pointer, byte_pointer = i64.as_pointer(), ir.IntType(8).as_pointer()
