@@ -149,7 +149,7 @@ def _task_kernel(context, module, shared_type):
 
     Numba's parallel runtime calls it as it calls a parallel loop's body: ``(args, dims, steps,
     data)``, ``args[0]`` pointing to the thread's first row of the schedule (``[first task, last
-    task]``, two int64), ``dims[0]`` counting its rows; ``data`` points to ``{address, pointer to
+    task]``, two intp), ``dims[0]`` counting its rows; ``data`` points to ``{address, pointer to
     the shared arguments}``. Each task is one call of the function at ``address``.
     """
     digest = hashlib.sha1(str(shared_type).encode()).hexdigest()[:16]
@@ -157,10 +157,10 @@ def _task_kernel(context, module, shared_type):
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    i64, i32 = ir.IntType(64), ir.IntType(32)
+    i64, i32, intp = ir.IntType(64), ir.IntType(32), context.get_value_type(types.intp)
     byte_pointer = ir.IntType(8).as_pointer()
-    kernel = ir.Function(module, ir.FunctionType(ir.VoidType(), [byte_pointer.as_pointer(), i64.as_pointer(),
-                                                                 i64.as_pointer(), byte_pointer]), name=name)
+    kernel = ir.Function(module, ir.FunctionType(ir.VoidType(), [byte_pointer.as_pointer(), intp.as_pointer(),
+                                                                 intp.as_pointer(), byte_pointer]), name=name)
     kernel.linkage = "internal"
     args, dims, _, data = kernel.args
     builder = ir.IRBuilder(kernel.append_basic_block("entry"))
@@ -171,12 +171,12 @@ def _task_kernel(context, module, shared_type):
     values = [builder.extract_value(stored, i) for i in range(len(shared_type))]
     function_type = ir.FunctionType(i64, [i64] + [context.get_value_type(t) for t in shared_type])
     function = builder.inttoptr(address, function_type.as_pointer())
-    schedule = builder.bitcast(builder.load(args), i64.as_pointer())
+    schedule = builder.bitcast(builder.load(args), intp.as_pointer())
     with cgutils.for_range(builder, builder.load(dims)) as row:
-        bounds = builder.gep(schedule, [builder.mul(row.index, i64(2))])
-        first, last = builder.load(bounds), builder.load(builder.gep(bounds, [i64(1)]))
-        with cgutils.for_range_slice(builder, first, builder.add(last, i64(1)), i64(1)) as (task, _):
-            builder.call(function, [task] + values)
+        bounds = builder.gep(schedule, [builder.mul(row.index, intp(2))])
+        first, last = builder.load(bounds), builder.load(builder.gep(bounds, [intp(1)]))
+        with cgutils.for_range_slice(builder, first, builder.add(last, intp(1)), intp(1)) as (task, _):
+            builder.call(function, [builder.sext(task, i64) if intp.width < 64 else task] + values)
     builder.ret_void()
     return kernel
 
@@ -194,43 +194,45 @@ def _parallel_calls(typingctx, address, n_tasks, shared):
     def codegen(context, builder, signature, llargs):
         start_threads()  # the runtime's entry points, declared below, must exist when this is linked
         module = builder.module
-        i64, void = ir.IntType(64), ir.VoidType()
-        i64_pointer, byte_pointer = i64.as_pointer(), ir.IntType(8).as_pointer()
+        i64, i32, void = ir.IntType(64), ir.IntType(32), ir.VoidType()
+        intp = context.get_value_type(types.intp)
+        intp_pointer, byte_pointer = intp.as_pointer(), ir.IntType(8).as_pointer()
         kernel = _task_kernel(context, module, shared.dtype)
         pointer, count, stored = llargs
-        count = context.cast(builder, count, n_tasks, types.int64)
+        count = context.cast(builder, count, n_tasks, types.intp)
         block = cgutils.alloca_once(builder, ir.LiteralStructType([i64, stored.type]))
-        builder.store(context.cast(builder, pointer, address, types.int64), builder.gep(block, [ir.IntType(32)(0)] * 2))
-        builder.store(stored, builder.gep(block, [ir.IntType(32)(0), ir.IntType(32)(1)]))
-        with builder.if_then(builder.icmp_signed(">", count, i64(0))):
+        builder.store(context.cast(builder, pointer, address, types.int64), builder.gep(block, [i32(0), i32(0)]))
+        builder.store(stored, builder.gep(block, [i32(0), i32(1)]))
+        with builder.if_then(builder.icmp_signed(">", count, intp(0))):
             # As Numba's own parallel loops do: a schedule of the tasks for the current thread count
             # and chunk size (the chunk size reset inside, for nested loops), the GIL released.
-            starts = cgutils.alloca_once_value(builder, i64(0))
-            stops = cgutils.alloca_once_value(builder, builder.sub(count, i64(1)))
-            threads = builder.call(_declare(module, "get_num_threads", i64), [])
-            chunk_size = builder.call(_declare(module, "get_parallel_chunksize", i64), [])
-            rows = builder.call(_declare(module, "get_sched_size", i64, i64, i64, i64_pointer, i64_pointer),
-                                [threads, i64(1), starts, stops])
-            builder.call(_declare(module, "set_parallel_chunksize", void, i64), [i64(0)])
-            schedule = builder.call(_declare(module, "allocate_sched", i64_pointer, i64), [builder.mul(rows, i64(2))])
-            builder.call(_declare(module, "do_scheduling_signed", i64_pointer, i64, i64_pointer, i64_pointer, i64,
-                                  i64_pointer, i64), [i64(1), starts, stops, rows, schedule, i64(0)])
+            starts = cgutils.alloca_once_value(builder, intp(0))
+            stops = cgutils.alloca_once_value(builder, builder.sub(count, intp(1)))
+            threads = builder.call(_declare(module, "get_num_threads", intp), [])
+            chunk_size = builder.call(_declare(module, "get_parallel_chunksize", intp), [])
+            rows = builder.call(_declare(module, "get_sched_size", intp, intp, intp, intp_pointer, intp_pointer),
+                                [threads, intp(1), starts, stops])
+            builder.call(_declare(module, "set_parallel_chunksize", void, intp), [intp(0)])
+            schedule = builder.call(_declare(module, "allocate_sched", intp_pointer, intp), [builder.mul(rows, intp(2))])
+            builder.call(_declare(module, "do_scheduling_signed", intp_pointer, intp, intp_pointer, intp_pointer, intp,
+                                  intp_pointer, intp), [intp(1), starts, stops, rows, schedule, intp(0)])
             arrays = cgutils.alloca_once_value(builder, builder.bitcast(schedule, byte_pointer))
-            dims = cgutils.alloca_once(builder, i64, size=2)
+            dims = cgutils.alloca_once(builder, intp, size=2)
             builder.store(rows, dims)
-            builder.store(i64(2), builder.gep(dims, [i64(1)]))
-            steps = cgutils.alloca_once_value(builder, i64(16))  # bytes from one row of the schedule to the next
+            builder.store(intp(2), builder.gep(dims, [intp(1)]))
+            # bytes from one row of the schedule to the next
+            steps = cgutils.alloca_once_value(builder, intp(2 * context.get_abi_sizeof(intp)))
             pyapi = context.get_python_api(builder)
             gil = pyapi.gil_ensure()
             thread_state = pyapi.save_thread()
-            parallel_for = _declare(module, "numba_parallel_for", void, *[byte_pointer] * 5, i64, i64, i64)
+            parallel_for = _declare(module, "numba_parallel_for", void, *[byte_pointer] * 5, intp, intp, intp)
             builder.call(parallel_for, [builder.bitcast(kernel, byte_pointer), builder.bitcast(arrays, byte_pointer),
                                         builder.bitcast(dims, byte_pointer), builder.bitcast(steps, byte_pointer),
-                                        builder.bitcast(block, byte_pointer), i64(1), i64(1), threads])
+                                        builder.bitcast(block, byte_pointer), intp(1), intp(1), threads])
             pyapi.restore_thread(thread_state)
             pyapi.gil_release(gil)
-            builder.call(_declare(module, "set_parallel_chunksize", void, i64), [chunk_size])
-            builder.call(_declare(module, "deallocate_sched", void, i64_pointer), [schedule])
+            builder.call(_declare(module, "set_parallel_chunksize", void, intp), [chunk_size])
+            builder.call(_declare(module, "deallocate_sched", void, intp_pointer), [schedule])
         return context.get_constant(types.int64, 0)
 
     return types.int64(address, n_tasks, shared), codegen
