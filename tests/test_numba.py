@@ -170,6 +170,30 @@ def test_small_plans_listed_in_every_band_render_the_bits_of_binned_lists(monkey
     assert len(listed) == 40  # every case took the every-band lists once
 
 
+@pytest.mark.parametrize("n_images", [1, 2])
+def test_call_bytes_counts_the_band_lists_the_render_makes(monkeypatch, n_images):
+    # One image of few kernels: every kernel listed in every band (tiles.every_band), and the exact
+    # figure is what the arrays handed to the band pass hold plus each thread's row scratch; two
+    # images: the binned lists, and bin_kernels' own temporaries on top. The bound is at least that.
+    import numba
+
+    from gaussheat_gpu.planning import make_grid, make_plan
+
+    kernels = mixed_kernels(9, 90, 300, np.random.default_rng(4), n_images=n_images)
+    plan = make_plan(kernels, make_grid((n_images, 300, 90)), truncate=3.0, dtype=np.float32)
+    taken = []
+    render_bands = tiles.render_bands
+    monkeypatch.setattr(tiles, "render_bands", lambda *args: taken.append(args) or render_bands(*args))
+    numba_backend.render(plan, np.zeros((n_images, 300, 90), np.float32))
+    offsets, kernel_ids, col_offsets, column_factors, info = taken[0][4:9]
+    held = sum(a.nbytes for a in (offsets, kernel_ids, col_offsets, column_factors, info))
+    assert (kernel_ids.size == 9 * (offsets.size - 1)) == (n_images == 1)
+    exact = numba_backend.call_bytes(plan, exact=True)
+    rows = numba.get_num_threads() * 24 * 90
+    assert (exact == held + rows) if n_images == 1 else (held + rows < exact < 2 * (held + rows))
+    assert exact <= numba_backend.call_bytes(plan)
+
+
 # -- (2) the dense path ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("normalize", ["pdf", "peak", "integral", "count"])

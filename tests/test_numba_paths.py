@@ -319,21 +319,33 @@ def test_tasks_called_by_address_on_the_threads_give_the_direct_results():
 
     @numba.njit
     def run(address, n_tasks, values, scale, skip, results, seen):
-        return calls.parallel_calls(address, n_tasks, calls.pack((values, scale, skip, results, seen)))
+        return calls.parallel_calls(address, n_tasks, (values, scale, skip, results, seen))
 
     values = np.random.default_rng(2).uniform(0, 100, 1000)
-    for skip in (None, 3):
-        results, seen = np.zeros(values.size), np.zeros(values.size, dtype=np.int64)
-        found = calls.address(callee, (0, values, 2.5, skip, results, seen))
-        assert found == calls.address(callee, (5, values[:5], 1.0, skip, results, seen))  # the same types
-        for n_tasks in (0, 1, 7, values.size):  # fewer tasks than threads, and many more
-            results[:], seen[:] = 0.0, 0
-            assert run(found, n_tasks, values, 2.5, skip, results, seen) == 0
-            assert seen.tolist() == [1] * n_tasks + [0] * (values.size - n_tasks)  # each task once
-            expected = [0.0] * values.size
-            for task in range(n_tasks):
-                prefix_sum(task, values, 2.5, skip, expected, [0] * values.size)
-            assert results.tolist() == expected
+    threads, chunk_size = numba.get_num_threads(), numba.get_parallel_chunksize()
+    try:
+        for skip in (None, 3):
+            results, seen = np.zeros(values.size), np.zeros(values.size, dtype=np.int64)
+            found = calls.address(callee, (0, values, 2.5, skip, results, seen))
+            assert found == calls.address(callee, (5, values[:5], 1.0, skip, results, seen))  # the same types
+            # Fewer tasks than threads and many more; one thread; chunks of 3 tasks (a thread then
+            # runs several rows of the schedule). The caller's chunk size is restored.
+            for n_tasks, n_threads, chunk in ((0, threads, 0), (1, threads, 0), (7, threads, 0), (1000, threads, 0),
+                                              (1000, 1, 0), (1000, threads, 3), (-5, threads, 0)):
+                numba.set_num_threads(n_threads)
+                numba.set_parallel_chunksize(chunk)
+                results[:], seen[:] = 0.0, 0
+                assert run(found, n_tasks, values, 2.5, skip, results, seen) == 0
+                assert numba.get_parallel_chunksize() == chunk
+                n_run = max(n_tasks, 0)
+                assert seen.tolist() == [1] * n_run + [0] * (values.size - n_run)  # each task once
+                expected = [0.0] * values.size
+                for task in range(n_run):
+                    prefix_sum(task, values, 2.5, skip, expected, [0] * values.size)
+                assert results.tolist() == expected
+    finally:
+        numba.set_num_threads(threads)
+        numba.set_parallel_chunksize(chunk_size)
     assert len(callee.signatures) == 2  # one per type of skip
 
 

@@ -50,11 +50,12 @@ WORKSPACE = SCRATCH
 plan_options = {"compiled": True, "workspace": WORKSPACE}
 
 # Rows per parallel task: the tallest of BAND_HEIGHTS whose tiles split evenly enough over the
-# threads (a prange hands each thread one contiguous run of tiles, so more tiles than threads buy
-# no balance, and 3 tiles for 2 threads idle one thread a third of the time). A kernel crossing
-# a band edge is prepared once per band: on W6 (1024 rows, 2 threads) 64-row bands took 13.4 ms,
-# 128-row ones 11.6 and 256-row ones 11.0 (16-row bands were slower still, PERFORMANCE-NOTES);
-# W5's 768 rows in 256-row bands (3 tiles for 2 threads) went from 1.55 to 1.84 ms.
+# threads (Numba's scheduler, which calls.parallel_calls uses, hands each thread one contiguous run
+# of tiles, so more tiles than threads buy no balance, and 3 tiles for 2 threads idle one thread a
+# third of the time). A kernel crossing a band edge is prepared once per band: on W6 (1024 rows,
+# 2 threads) 64-row bands took 13.4 ms, 128-row ones 11.6 and 256-row ones 11.0 (16-row bands were
+# slower still, PERFORMANCE-NOTES); W5's 768 rows in 256-row bands (3 tiles for 2 threads) went
+# from 1.55 to 1.84 ms.
 BAND_HEIGHTS = (256, 128)
 BAND_HEIGHT = 64  # the shortest band, and every band of an image with fewer than SMALL_ROWS rows
 SMALL_ROWS = 1024

@@ -13,15 +13,15 @@ the GIL released, but no code of the callee and no loop body to compile.
 ``cfunc`` wrapper: arguments by value, in Numba's data model, and the return value), compiled (or
 loaded from the cache) for the very arguments it is given and remembered under their Numba
 dispatch fingerprint (~0.2 us a look-up). Every task gets the same arguments after its index,
-stored once (:func:`pack`: one pointer) with their arrays' reference counts stripped, as a
-parallel loop's body gets them: a view the callee takes then costs no atomic update of a count
-every thread shares. The caller must pass exactly the argument types the address was compiled
-for. An exception raised behind an address is printed, not raised (as in a parallel loop); the
+stored once on the caller's stack with their arrays' reference counts stripped, as a parallel
+loop's body gets them: a view the callee takes then costs no atomic update of a count every
+thread shares (the arrays stay alive: they are arguments of the call that runs the tasks). The
+caller must pass exactly the argument types the address was compiled for. An exception raised behind an address is printed, not raised (as in a parallel loop); the
 functions called so do not raise.
 
-With ``NUMBA_DISABLE_JIT=1``, :func:`address` returns the Python function itself, :func:`pack` the
-tuple, and :func:`parallel_calls` calls the function for each task in turn, so that the functions
-called by address run as plain Python too.
+With ``NUMBA_DISABLE_JIT=1``, :func:`address` returns the Python function itself and
+:func:`parallel_calls` calls it for each task in turn, so that the functions called by address run
+as plain Python too.
 """
 
 from __future__ import annotations
@@ -92,10 +92,6 @@ def address(dispatcher, args, varying=None):
     return found
 
 
-def pack_python(values):
-    return values
-
-
 def parallel_calls_python(address, n_tasks, shared):
     for task in range(n_tasks):
         address(task, *shared)
@@ -112,23 +108,6 @@ def _uncounted(context, builder, typ, value):
         for i, item in enumerate(typ):
             value = builder.insert_value(value, _uncounted(context, builder, item, builder.extract_value(value, i)), i)
     return value
-
-
-@intrinsic
-def _pack(typingctx, values):
-    if not isinstance(values, types.BaseTuple):
-        return None
-
-    def codegen(context, builder, signature, llargs):
-        # Without their reference counts (see the module docstring): with them, W1's bands took
-        # 2-4x as long.
-        value = _uncounted(context, builder, values, llargs[0])
-        model = context.data_model_manager[values]  # stored as data: a bool is a byte in memory
-        slot = cgutils.alloca_once(builder, model.get_data_type())  # in the entry block
-        builder.store(model.as_data(builder, value), slot)
-        return slot
-
-    return types.CPointer(values)(values), codegen
 
 
 def start_threads():
@@ -152,7 +131,8 @@ def _task_kernel(context, module, shared_type):
     task]``, two intp), ``dims[0]`` counting its rows; ``data`` points to ``{address, pointer to
     the shared arguments}``. Each task is one call of the function at ``address``.
     """
-    digest = hashlib.sha1(str(shared_type).encode()).hexdigest()[:16]
+    data_type = context.data_model_manager[shared_type].get_data_type()
+    digest = hashlib.sha1(f"{shared_type}|{data_type}".encode()).hexdigest()[:16]
     name = f"gaussheat_tasks_{digest}"
     existing = module.globals.get(name)
     if existing is not None:
@@ -188,7 +168,7 @@ def _declare(module, name, result, *args):
 @intrinsic
 def _parallel_calls(typingctx, address, n_tasks, shared):
     if not (isinstance(address, types.Integer) and isinstance(n_tasks, types.Integer)
-            and isinstance(shared, types.CPointer) and isinstance(shared.dtype, types.BaseTuple)):
+            and isinstance(shared, types.BaseTuple)):
         return None
 
     def codegen(context, builder, signature, llargs):
@@ -197,9 +177,14 @@ def _parallel_calls(typingctx, address, n_tasks, shared):
         i64, i32, void = ir.IntType(64), ir.IntType(32), ir.VoidType()
         intp = context.get_value_type(types.intp)
         intp_pointer, byte_pointer = intp.as_pointer(), ir.IntType(8).as_pointer()
-        kernel = _task_kernel(context, module, shared.dtype)
-        pointer, count, stored = llargs
+        kernel = _task_kernel(context, module, shared)
+        pointer, count, values = llargs
         count = context.cast(builder, count, n_tasks, types.intp)
+        # Stored as data (a bool is a byte in memory), without the arrays' reference counts: with
+        # them, W1's bands took 2-4x as long.
+        model = context.data_model_manager[shared]
+        stored = cgutils.alloca_once(builder, model.get_data_type())
+        builder.store(model.as_data(builder, _uncounted(context, builder, shared, values)), stored)
         block = cgutils.alloca_once(builder, ir.LiteralStructType([i64, stored.type]))
         builder.store(context.cast(builder, pointer, address, types.int64), builder.gep(block, [i32(0), i32(0)]))
         builder.store(stored, builder.gep(block, [i32(0), i32(1)]))
@@ -238,12 +223,7 @@ def _parallel_calls(typingctx, address, n_tasks, shared):
     return types.int64(address, n_tasks, shared), codegen
 
 
-# ``pack(values)``: a pointer to the tuple ``values``, stored on the stack of the compiled function
-# that calls it and valid until that function returns; the arrays in it carry no reference count
-# (the caller's own arguments keep them alive).
-pack = pack_python if config.DISABLE_JIT else _pack
 # ``parallel_calls(address, n_tasks, shared)``: the function at ``address`` (from :func:`address`)
 # applied to ``(task, *shared)`` for each task in ``range(n_tasks)``, spread over Numba's threads
-# as a parallel loop would be; ``shared`` comes from :func:`pack`, the function returns an int64.
-# Returns 0.
+# as a parallel loop would be; ``shared`` is a tuple, the function returns an int64. Returns 0.
 parallel_calls = parallel_calls_python if config.DISABLE_JIT else _parallel_calls

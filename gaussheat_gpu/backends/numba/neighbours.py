@@ -19,7 +19,7 @@ from numba import prange
 
 from . import calls
 from .cache import jit
-from .calls import pack, parallel_calls
+from .calls import parallel_calls
 from .factors import larger, smaller
 
 CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
@@ -104,7 +104,7 @@ def nearest_tasks(address, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, 
     """:func:`_nearest` at ``address`` over tasks of ``HEADS_PER_TASK`` heads, on Numba's threads
     (:func:`.calls.parallel_calls`)."""
     parallel_calls(address, (x.size + HEADS_PER_TASK - 1) // HEADS_PER_TASK,
-                   pack((x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts)))
+                   (x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts))
 
 
 @jit(by_address=True)

@@ -26,7 +26,7 @@ from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAM
                         _Tables, kernel_coefficients, por_peak_is_bad, support_range)
 from . import calls
 from .cache import jit
-from .calls import pack, parallel_calls
+from .calls import parallel_calls
 from .factors import smaller
 
 # The shared formulas, compiled (for the argument types of their calls here, once each).
@@ -195,7 +195,7 @@ def plan_chunks(address, inputs, setup, tables):
     kept = np.empty(n_chunks, dtype=np.int64)  # of the types of _NO_RESULTS
     firsts = np.empty((n_chunks, 3), dtype=np.int64)
     rotated = np.empty(n_chunks, dtype=np.bool_)
-    parallel_calls(address, n_chunks, pack((inputs, setup, tables, kept, firsts, rotated)))
+    parallel_calls(address, n_chunks, (inputs, setup, tables, kept, firsts, rotated))
     total = 0
     any_rotated = False
     for chunk in range(n_chunks):

@@ -31,7 +31,7 @@ import numpy as np
 from ...planning import B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, P_B
 from .bands import prepare_separable, separable_kernel, set_pair_rows, spans_band, zero_row
 from .cache import jit
-from .calls import pack, parallel_calls
+from .calls import parallel_calls
 from .factors import kernel_params, larger, smaller
 from .rotated import combine_exact_row, prepare_rotated, rotated_block
 
@@ -41,7 +41,7 @@ INFO_COLUMNS = 5  # what the preparation keeps per kernel (prepare_separable, pr
 EVERY_BAND_ENTRIES = 1 << 16
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)  # at most 8 x 1 MiB kept
 def every_band(n_kernels, n_bands, width):
     """:func:`bin_kernels`' results for a plan of one image, made from its sizes alone.
 
@@ -217,8 +217,8 @@ def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_
     """
     n_kernels = params.shape[0]
     parallel_calls(address, (n_kernels + kernel_chunk - 1) // kernel_chunk,
-                   pack((kernel_chunk, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
-                         band_height, combine, normalize, accumulate, axis, rotated)))
+                   (kernel_chunk, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
+                    band_height, combine, normalize, accumulate, axis, rotated))
     parallel_calls(address, offsets.size - 1,
-                   pack((np.int64(0), params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
-                         band_height, combine, normalize, accumulate, axis, rotated)))
+                   (np.int64(0), params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
+                    band_height, combine, normalize, accumulate, axis, rotated))

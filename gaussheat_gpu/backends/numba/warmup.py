@@ -123,8 +123,8 @@ def cache_status():
     status = {}
     for dtype in DTYPES:
         def bands(axis, rotated, dtype=dtype):
-            # The renderer and its parallel loops: each takes (..., images, band_height, combine,
-            # normalize, accumulate, axis, rotated) last.
+            # The renderer and the function that runs its tasks: each takes (..., images,
+            # band_height, combine, normalize, accumulate, axis, rotated) last.
             def fits(sig):
                 return sig[-7].dtype.name == dtype and _is_none(sig[-2]) != axis and _is_none(sig[-1]) != rotated
             return planner and has(tiles.render_task, fits) and has(tiles.render_bands, fits)
