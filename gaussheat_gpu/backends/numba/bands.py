@@ -223,10 +223,9 @@ def set_pair_rows(image, params, boxes, k1, k2, col_offsets, column_factors, inf
                     for i in range(out.size):
                         s = zero + rf1 * g1[i]
                         out[i] = s + rf2 * g2[i] * (one - s)
-            elif in1:
-                set_values(out, f1[lo1 + start - b1:lo1 + stop - b1], rf1, combine)
-            elif in2:
-                set_values(out, f2[lo2 + start - b2:lo2 + stop - b2], rf2, combine)
+            elif in1 or in2:  # one kernel's values: one copy of the loops serves both
+                g = f1[lo1 + start - b1:lo1 + stop - b1] if in1 else f2[lo2 + start - b2:lo2 + stop - b2]
+                set_values(out, g, rf1 if in1 else rf2, combine)
             else:
                 zero_row(out)
             start = stop
