@@ -16,8 +16,9 @@ dispatch fingerprint (~0.2 us a look-up). Every task gets the same arguments aft
 stored once on the caller's stack with their arrays' reference counts stripped, as a parallel
 loop's body gets them: a view the callee takes then costs no atomic update of a count every
 thread shares (the arrays stay alive: they are arguments of the call that runs the tasks). The
-caller must pass exactly the argument types the address was compiled for. An exception raised behind an address is printed, not raised (as in a parallel loop); the
-functions called so do not raise.
+caller must pass exactly the argument types the address was compiled for. An exception raised
+behind an address is printed, not raised (as in a parallel loop); the functions called so do not
+raise.
 
 With ``NUMBA_DISABLE_JIT=1``, :func:`address` returns the Python function itself and
 :func:`parallel_calls` calls it for each task in turn, so that the functions called by address run
@@ -198,7 +199,8 @@ def _parallel_calls(typingctx, address, n_tasks, shared):
             rows = builder.call(_declare(module, "get_sched_size", intp, intp, intp, intp_pointer, intp_pointer),
                                 [threads, intp(1), starts, stops])
             builder.call(_declare(module, "set_parallel_chunksize", void, intp), [intp(0)])
-            schedule = builder.call(_declare(module, "allocate_sched", intp_pointer, intp), [builder.mul(rows, intp(2))])
+            schedule = builder.call(_declare(module, "allocate_sched", intp_pointer, intp),
+                                    [builder.mul(rows, intp(2))])
             builder.call(_declare(module, "do_scheduling_signed", intp_pointer, intp, intp_pointer, intp_pointer, intp,
                                   intp_pointer, intp), [intp(1), starts, stops, rows, schedule, intp(0)])
             arrays = cgutils.alloca_once_value(builder, builder.bitcast(schedule, byte_pointer))
