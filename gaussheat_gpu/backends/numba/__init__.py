@@ -152,9 +152,9 @@ def call_bytes(plan, exact=False):
     meets), the column factors (one per column of each axis-aligned kernel), per-kernel info, and
     each thread's row scratch; for a small plan of one image, every kernel listed in every band and
     given a row's width of column factors (:func:`.tiles.every_band`); or the dense path's factors
-    and their padded copies. The bound (arithmetic
-    only: it runs on every call) takes the shortest bands, every kernel spanning every band and the
-    whole width, and the dense path's scratch besides.
+    and their padded copies. The bound (arithmetic only: it runs on every call) takes the shortest
+    bands, every kernel spanning every band and the whole width, and the dense path's scratch
+    besides.
     """
     grid = plan.grid
     n, itemsize = plan.n_kernels, plan.dtype.itemsize

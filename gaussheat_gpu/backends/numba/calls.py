@@ -182,7 +182,7 @@ def _parallel_calls(typingctx, address, n_tasks, shared):
         pointer, count, values = llargs
         count = context.cast(builder, count, n_tasks, types.intp)
         # Stored as data (a bool is a byte in memory), without the arrays' reference counts: with
-        # them, W1's bands took 2-4x as long.
+        # them, W1's warm render took 2.7x as long (bench/ab.py W1 against a checkout without this).
         model = context.data_model_manager[shared]
         stored = cgutils.alloca_once(builder, model.get_data_type())
         builder.store(model.as_data(builder, _uncounted(context, builder, shared, values)), stored)

@@ -215,10 +215,7 @@ def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_
     and ``info`` come sized for the plan (allocating them here would compile NumPy's allocation for
     this function too).
     """
-    n_kernels = params.shape[0]
-    parallel_calls(address, (n_kernels + kernel_chunk - 1) // kernel_chunk,
-                   (kernel_chunk, params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
-                    band_height, combine, normalize, accumulate, axis, rotated))
-    parallel_calls(address, offsets.size - 1,
-                   (np.int64(0), params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images,
-                    band_height, combine, normalize, accumulate, axis, rotated))
+    shared = (params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height, combine,
+              normalize, accumulate, axis, rotated)
+    parallel_calls(address, (params.shape[0] + kernel_chunk - 1) // kernel_chunk, (kernel_chunk, *shared))
+    parallel_calls(address, offsets.size - 1, (np.int64(0), *shared))
