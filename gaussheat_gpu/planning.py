@@ -653,7 +653,10 @@ def _raise_for_bad_kernels(kernels, tables, grid, combine, normalize):
 
 
 def raise_for_bad_kernel(kernels, grid, combine, normalize, check, k):
-    """Raise the ``ValueError`` of data check ``check`` (``CHECK_*``) failed by kernel ``k``."""
+    """Raise the ``ValueError`` of data check ``check`` (``CHECK_*`` but ``CHECK_ROTATED_REACH``, whose
+    message needs the plan's tables) failed by kernel ``k``; a ``RuntimeError`` for any other code."""
+    if check not in (CHECK_IMAGE, CHECK_INTEGRAL_ROTATED, CHECK_POR):  # a device's code read back wrong
+        raise RuntimeError(f"kernel {k} failed an unknown data check (code {check!r}): this is a bug in gaussheat_gpu")
     if check == CHECK_IMAGE:
         raise ValueError(
             f"image[{k}] = {int(kernels.image[k])} is out of range: the output holds {grid.n_images} image(s), "

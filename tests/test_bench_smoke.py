@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench/ is a package at the repository root, not installed
     sys.path.insert(0, str(ROOT))
 
-from bench import baselines, dense, first_call, harness, readme_table, report  # noqa: E402
+from bench import baselines, compile_profile, dense, first_call, harness, readme_table, report  # noqa: E402
 from gaussheat_gpu import workloads  # noqa: E402
 
 TINY = workloads.cpu_workloads(tiny=True)
@@ -189,6 +189,21 @@ def test_first_call_in_new_process():
         assert 0 < fastest <= result[f"{kind}_first_call_s"] <= slowest
     table = report.first_call_table(report.Results({}, [], [], {}, "test", first_calls=[result]))
     assert "Medians of 2 new processes" in table and f"({report.fmt_seconds(fastest)}-" in table
+
+
+def test_compile_profile_takes_a_cold_first_call_apart():
+    result = compile_profile.profile("W1", tiny=True)
+    names = [f["function"] for f in result["functions"]]
+    # The seed's path: the planner's loop and the band renderer, each compiled once, callees first.
+    assert names.count("planning.plan_chunk") == 1 and names.count("tiles.render_task") == 1
+    assert names.index("bands.set_pair_rows") < names.index("tiles.render_task")
+    assert "tiles.bin_kernels" not in names and "rotated.prepare_rotated" not in names
+    compiling = sum(f["own_s"] for f in result["functions"])
+    assert 0 < compiling <= result["render_s"] <= result["first_call_s"]
+    assert all(f["own_s"] > 0 and f["lowering_s"] <= f["own_s"] for f in result["functions"])
+    assert 0 < sum(result["llvm_s"].values()) < compiling
+    text = compile_profile.report(result, top=3)
+    assert f"({len(names)} functions)" in text and "tiles.render_task" in text and f"{len(names) - 3} more" in text
 
 
 def test_gpu_bench_fails_clearly_without_a_gpu():

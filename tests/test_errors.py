@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gaussheat_gpu as gh
-from gaussheat_gpu import backends
+from gaussheat_gpu import backends, planning
 
 
 def good_kernels(**changes):
@@ -114,6 +114,17 @@ def test_read_only_out_is_refused():
 def test_accumulate_needs_out():
     with pytest.raises(ValueError, match="accumulate=True .* pass out="):
         gh.render(gh.Kernels(**good_kernels()), (4, 5), backend="numpy", accumulate=True)
+
+
+def test_an_unknown_data_check_is_a_bug_report_not_a_wrong_message():
+    # Each known check has its own message; a code no check has (a device's result read back
+    # wrong) must not be explained as a failed por range check.
+    kernels = gh.Kernels(**good_kernels())
+    grid = planning.make_grid((8, 8))
+    with pytest.raises(RuntimeError, match=r"kernel 1 failed an unknown data check \(code 7\)"):
+        planning.raise_for_bad_kernel(kernels, grid, "por", "pdf", 7, 1)
+    with pytest.raises(ValueError, match=r"combine='por' needs every kernel value"):
+        planning.raise_for_bad_kernel(kernels, grid, "por", "pdf", planning.CHECK_POR, 1)
 
 
 def test_too_large_output_refused_before_allocation():

@@ -1,0 +1,146 @@
+"""Where a cold first call's seconds go: Numba's start-up, each function compiled, LLVM.
+
+One new process with an empty Numba cache renders the workload once (backend ``numba``), as the
+cold column of ``make bench``'s first-call table does, but takes the time apart:
+
+- Numba's import, and the registries of implementations its first compile loads (loaded here
+  before the render, timed on their own; a render that finds them loaded does not load them again);
+- every function compiled, with its *own* seconds: those of the callees compiled while it was
+  typed are left out, so the rows add up to the compiling; Numba's type inference and lowering of
+  it (lowering includes the LLVM work on its module);
+- LLVM's part of all of it: per-function passes, module optimisation, machine-code emission.
+
+Usage::
+
+    python bench/compile_profile.py W1 [--top 15] [--tiny]
+
+This reaches into Numba's compiler (``numba.core.compiler.compile_extra``) and code libraries to
+time them: a diagnostic for the backend's developers, not a benchmark (timings move with the
+machine's load; compare code with ``bench/ab.py --cold``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import collections, json, sys, time
+workload_id, tiny = sys.argv[1], sys.argv[2] == "tiny"
+from gaussheat_gpu import workloads
+case = workloads.build(workload_id, tiny)
+start = time.perf_counter()
+import numba
+from numba.core import codegen, compiler, dispatcher
+from numba.core.registry import cpu_target
+imported = time.perf_counter()
+cpu_target.target_context.refresh()
+refreshed = time.perf_counter()
+
+rows, stack = [], []
+compile_extra = compiler.compile_extra
+
+def timed_compile_extra(*args, **kwargs):
+    begin = time.perf_counter()
+    stack.append(0.0)
+    result = compile_extra(*args, **kwargs)
+    callees = stack.pop()
+    seconds = time.perf_counter() - begin
+    if stack:
+        stack[-1] += seconds
+    passes = collections.Counter()
+    for timings in result.metadata.get("pipeline_times", {}).values():
+        for name, t in timings.items():
+            passes[name.split("_", 1)[1]] += t.init + t.run + t.finalize
+    function = args[2]
+    rows.append(dict(function=f"{function.__module__.rsplit('.', 1)[-1]}.{function.__qualname__}",
+                     own_s=seconds - callees, typing_s=passes["nopython_type_inference"] - callees,
+                     lowering_s=passes["native_lowering"]))
+    return result
+
+compiler.compile_extra = dispatcher.compiler.compile_extra = timed_compile_extra
+
+llvm = collections.Counter()
+def timing(cls, method, part):
+    original = getattr(cls, method, None)
+    if original is None:  # another Numba: that part is not reported
+        return
+    def timed(self, *args, **kwargs):
+        begin = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            llvm[part] += time.perf_counter() - begin
+    setattr(cls, method, timed)
+
+timing(codegen.CPUCodeLibrary, "_optimize_functions", "function passes")
+timing(codegen.CPUCodeLibrary, "_optimize_final_module", "module optimisation")
+timing(codegen.JITCodeLibrary, "_finalize_specific", "machine code")
+rendering = time.perf_counter()
+case.render(backend="numba")
+done = time.perf_counter()
+print(json.dumps(dict(workload=workload_id, numba_import_s=imported - start, registries_s=refreshed - imported,
+                      render_s=done - rendering, first_call_s=done - start, functions=rows, llvm_s=dict(llvm))))
+"""
+
+
+def profile(workload_id, tiny=False) -> dict:
+    """The cold first call of ``workload_id`` taken apart, from a new process (see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``numba_import_s``, ``registries_s``, ``render_s`` (the render after those, compiles
+        included) and ``first_call_s`` (all three); ``functions``: one dict per function compiled,
+        in the order they finished (callees first), with ``function``, ``own_s``, ``typing_s`` and
+        ``lowering_s``; ``llvm_s``: seconds per LLVM stage.
+    """
+    with tempfile.TemporaryDirectory(prefix="gaussheat-compile-profile-") as cache_dir:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        done = subprocess.run([sys.executable, "-c", CHILD, workload_id, "tiny" if tiny else "full"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"profiling {workload_id} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(result, top=15) -> str:
+    """``profile``'s result as text: the start-up, the ``top`` costliest functions, the LLVM stages."""
+    functions = result["functions"]
+    compiling = sum(f["own_s"] for f in functions)
+    lines = [f"{result['workload']}: first call {result['first_call_s']:.2f} s, cold cache",
+             f"  Numba import          {result['numba_import_s']:6.3f} s",
+             f"  Numba registries      {result['registries_s']:6.3f} s",
+             f"  compiling             {compiling:6.3f} s  ({len(functions)} functions)",
+             f"  the rest of render    {result['render_s'] - compiling:6.3f} s",
+             "", f"  {'function':<40} {'own':>7} {'typing':>7} {'lowering':>9}"]
+    for f in sorted(functions, key=lambda f: -f["own_s"])[:top]:
+        lines.append(f"  {f['function']:<40} {f['own_s']:7.3f} {f['typing_s']:7.3f} {f['lowering_s']:9.3f}")
+    if len(functions) > top:
+        rest = sorted(functions, key=lambda f: -f["own_s"])[top:]
+        lines.append(f"  {f'{len(rest)} more':<40} {sum(f['own_s'] for f in rest):7.3f}")
+    lines += ["", "  LLVM, in all of the above: " + ", ".join(f"{part} {seconds:.3f} s"
+                                                           for part, seconds in result["llvm_s"].items())]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload", help="a workload id, e.g. W1")
+    parser.add_argument("--top", type=int, default=15, help="functions listed (the costliest)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny version of the workload")
+    args = parser.parse_args(argv)
+    print(report(profile(args.workload, args.tiny), args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
