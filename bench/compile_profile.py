@@ -5,10 +5,10 @@ cold column of ``make bench``'s first-call table does, but takes the time apart:
 
 - Numba's import, and the registries of implementations its first compile loads (loaded here
   before the render, timed on their own; a render that finds them loaded does not load them again);
-- every function compiled, with its *own* seconds: those of the callees compiled while it was
-  typed are left out, so the rows add up to the compiling; Numba's type inference and lowering of
-  it (lowering includes the LLVM work on its module);
-- LLVM's part of all of it: per-function passes, module optimisation, machine-code emission.
+- every function compiled, with its *own* seconds (those of the callees compiled inside its
+  compile are left out, so the rows add up to the compiling), and how many of them LLVM took
+  (optimising and emitting its module; the rest is Numba's typing and lowering in Python);
+- LLVM's part of all of it, by stage: per-function passes, module optimisation, machine code.
 
 Usage::
 
@@ -44,30 +44,25 @@ imported = time.perf_counter()
 cpu_target.target_context.refresh()
 refreshed = time.perf_counter()
 
-rows, stack = [], []
+rows, stack = [], []  # stack: [callees' seconds, LLVM seconds] of each compile in progress
+llvm = collections.Counter()
 compile_extra = compiler.compile_extra
 
 def timed_compile_extra(*args, **kwargs):
     begin = time.perf_counter()
-    stack.append(0.0)
+    stack.append([0.0, 0.0])
     result = compile_extra(*args, **kwargs)
-    callees = stack.pop()
+    callees, llvm_s = stack.pop()
     seconds = time.perf_counter() - begin
     if stack:
-        stack[-1] += seconds
-    passes = collections.Counter()
-    for timings in result.metadata.get("pipeline_times", {}).values():
-        for name, t in timings.items():
-            passes[name.split("_", 1)[1]] += t.init + t.run + t.finalize
+        stack[-1][0] += seconds
     function = args[2]
     rows.append(dict(function=f"{function.__module__.rsplit('.', 1)[-1]}.{function.__qualname__}",
-                     own_s=seconds - callees, typing_s=passes["nopython_type_inference"] - callees,
-                     lowering_s=passes["native_lowering"]))
+                     own_s=seconds - callees, llvm_s=llvm_s))
     return result
 
 compiler.compile_extra = dispatcher.compiler.compile_extra = timed_compile_extra
 
-llvm = collections.Counter()
 def timing(cls, method, part):
     original = getattr(cls, method, None)
     if original is None:  # another Numba: that part is not reported
@@ -77,7 +72,10 @@ def timing(cls, method, part):
         try:
             return original(self, *args, **kwargs)
         finally:
-            llvm[part] += time.perf_counter() - begin
+            seconds = time.perf_counter() - begin
+            llvm[part] += seconds
+            if stack:  # LLVM compiles no Numba function: these seconds are the innermost compile's own
+                stack[-1][1] += seconds
     setattr(cls, method, timed)
 
 timing(codegen.CPUCodeLibrary, "_optimize_functions", "function passes")
@@ -99,8 +97,8 @@ def profile(workload_id, tiny=False) -> dict:
     dict
         ``numba_import_s``, ``registries_s``, ``render_s`` (the render after those, compiles
         included) and ``first_call_s`` (all three); ``functions``: one dict per function compiled,
-        in the order they finished (callees first), with ``function``, ``own_s``, ``typing_s`` and
-        ``lowering_s``; ``llvm_s``: seconds per LLVM stage.
+        in the order they finished (callees first), with ``function``, ``own_s`` and ``llvm_s`` (LLVM's
+        share of it); ``llvm_s``: seconds per LLVM stage, in all.
     """
     with tempfile.TemporaryDirectory(prefix="gaussheat-compile-profile-") as cache_dir:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
@@ -121,9 +119,9 @@ def report(result, top=15) -> str:
              f"  Numba registries      {result['registries_s']:6.3f} s",
              f"  compiling             {compiling:6.3f} s  ({len(functions)} functions)",
              f"  the rest of render    {result['render_s'] - compiling:6.3f} s",
-             "", f"  {'function':<40} {'own':>7} {'typing':>7} {'lowering':>9}"]
+             "", f"  {'function':<40} {'own':>7} {'of it LLVM':>11}"]
     for f in sorted(functions, key=lambda f: -f["own_s"])[:top]:
-        lines.append(f"  {f['function']:<40} {f['own_s']:7.3f} {f['typing_s']:7.3f} {f['lowering_s']:9.3f}")
+        lines.append(f"  {f['function']:<40} {f['own_s']:7.3f} {f['llvm_s']:11.3f}")
     if len(functions) > top:
         rest = sorted(functions, key=lambda f: -f["own_s"])[top:]
         lines.append(f"  {f'{len(rest)} more':<40} {sum(f['own_s'] for f in rest):7.3f}")

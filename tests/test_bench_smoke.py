@@ -200,8 +200,9 @@ def test_compile_profile_takes_a_cold_first_call_apart():
     assert "tiles.bin_kernels" not in names and "rotated.prepare_rotated" not in names
     compiling = sum(f["own_s"] for f in result["functions"])
     assert 0 < compiling <= result["render_s"] <= result["first_call_s"]
-    assert all(f["own_s"] > 0 and f["lowering_s"] <= f["own_s"] for f in result["functions"])
-    assert 0 < sum(result["llvm_s"].values()) < compiling
+    assert all(0 <= f["llvm_s"] < f["own_s"] for f in result["functions"])
+    assert 0 < sum(result["llvm_s"].values()) == pytest.approx(sum(f["llvm_s"] for f in result["functions"]))
+    assert sum(result["llvm_s"].values()) < compiling
     text = compile_profile.report(result, top=3)
     assert f"({len(names)} functions)" in text and "tiles.render_task" in text and f"{len(names) - 3} more" in text
 
