@@ -4,10 +4,11 @@ Numba copies the code of every function a compiled function calls into the calle
 and optimises it there once more; a parallel loop (``prange``) copies it three times more (its
 outlined body, the body's wrapper and the function holding the loop), and its parfor passes and
 outlining cost a compile of their own (0.3 s of the seed's first call, 2-core EPYC VM). The band
-renderer, the parallel planner's chunk and the k-NN search are therefore ``by_address=True``
-functions taking a task index first, compiled once, and :func:`parallel_calls` runs their tasks
-on Numba's threads as a parallel loop would: the same scheduler, thread count and chunk size,
-the GIL released, but no code of the callee and no loop body to compile.
+renderer, the parallel planner's chunk, the dense product's passes and the k-NN search are
+therefore ``by_address=True`` functions taking a task index first, compiled once, and
+:func:`parallel_calls` runs their tasks on Numba's threads as a parallel loop would: the same
+scheduler, thread count and chunk size, the GIL released, but no code of the callee and no loop
+body to compile.
 
 :func:`address` finds the C entry point Numba gives each ``by_address=True`` function (its
 ``cfunc`` wrapper: arguments by value, in Numba's data model, and the return value), compiled (or

@@ -15,21 +15,25 @@ kernels in one expression; the column factors are packed into panels with a cons
 packing the 16 row pointers spill and it runs ~30% slower). Kernels are padded with zero factors to
 a multiple of 16: below 16 kernels the loop costs what 16 cost.
 
-:func:`dense_pays` says whether a plan takes this path, :func:`render_dense` renders it.
+:func:`dense_pays` says whether a plan takes this path, :func:`render_dense` renders it: one call
+of :func:`_dense_tasks`, which makes the factors (a task a kernel) and the product (a task a block
+of ``DENSE_ROWS`` rows) on Numba's threads by address (:mod:`.calls`): as the bodies of parallel
+loops, the two passes made W3's cold first call take 1.6x as long.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, P_SCALE
+from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, N_BOX, N_PARAMS, P_SCALE
+from . import calls
 from .cache import jit
+from .calls import parallel_calls
 from .factors import COUNT, RELATIVE_FLUSH, SUM, col_factor, col_peak, kernel_params, row_factor, row_peak, smaller
 
 DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the dense path
 DENSE_MAX_KERNELS = 64  # past this many kernels per image, the product's rank is too high to pay
-DENSE_PANEL = 512  # slots per kernel in a packed panel; the offsets in _dense_panels are its multiples
+DENSE_PANEL = 512  # slots per kernel in a packed panel; the offsets in _panel_task are its multiples
 DENSE_ROWS = 32  # output rows per parallel task (32 rows x a 32 KiB panel was best or tied)
 GROUP = 16  # kernels summed per pass along a row
 
@@ -57,9 +61,33 @@ def dense_product(row_factors, col_factors, out):
     if row_factors.shape[0] == 0:
         out[...] = 0
         return
+    _run(_NO_PARAMS, _NO_BOXES, 0, col_factors, row_factors, out)
+
+
+# No kernels to make factors of: dense_product's factors are given.
+_NO_PARAMS = np.empty((0, N_PARAMS))
+_NO_BOXES = np.empty((0, N_BOX), dtype=np.int64)
+
+
+def _run(params, boxes, normalize, col_factors, row_factors, out):
+    """:func:`_dense_tasks` with its padded buffers and the addresses of its two tasks."""
     panel_width = _panel_width(out.itemsize)
-    row_packed, packed = _dense_pack(row_factors, col_factors, panel_width)
-    _dense_panels(row_packed, packed, out, panel_width)
+    row_packed, packed = packed_buffers(row_factors, col_factors, panel_width)
+    factor_task = calls.address(_factor_task, (0, params, boxes, normalize, col_factors, row_factors))
+    panel_task = calls.address(_panel_task, (0, row_packed, packed, out, panel_width))
+    _dense_tasks(factor_task, panel_task, params, boxes, normalize, col_factors, row_factors, row_packed, packed, out,
+                 panel_width)
+
+
+def packed_buffers(row_factors, col_factors, panel_width):
+    """The zeroed buffers :func:`_dense_pack` fills: ``row_packed`` (H, K16) and ``packed``, ``DENSE_PANEL``
+    slots per kernel and panel (K16: K rounded up to a multiple of ``GROUP``). Made here, not in
+    compiled code: NumPy's allocation would be one more function to compile."""
+    n_kernels, height = row_factors.shape
+    n_padded = -(-n_kernels // GROUP) * GROUP
+    n_panels = -(-col_factors.shape[1] // panel_width)
+    return (np.zeros((height, n_padded), dtype=row_factors.dtype),
+            np.zeros(n_panels * n_padded * DENSE_PANEL, dtype=col_factors.dtype))
 
 
 def _panel_width(itemsize):
@@ -69,25 +97,22 @@ def _panel_width(itemsize):
 
 def scratch_bytes(n_kernels, height, width, itemsize):
     """Peak scratch bytes of :func:`render_dense`: the factors (K, H) and (K, W), and the
-    zero-padded copies :func:`_dense_pack` makes of them while they are alive."""
+    zero-padded copies of them (:func:`packed_buffers`) while they are alive."""
     n_padded = -(-n_kernels // GROUP) * GROUP
     n_panels = -(-width // _panel_width(itemsize))
     return itemsize * (n_kernels * (height + width) + n_panels * n_padded * DENSE_PANEL + height * n_padded)
 
 
-@jit(entry=True)
-def _dense_pack(row_factors, col_factors, panel_width):
-    """Zero-padded copies for :func:`_dense_panels`.
-
-    ``row_packed`` (H, K16) holds the row factors transposed; ``packed`` holds, panel after panel,
-    ``DENSE_PANEL`` slots per kernel, of which the first ``panel_width`` are that panel's column
-    factors (K16: K rounded up to a multiple of ``GROUP``).
+@jit
+def _dense_pack(row_factors, col_factors, panel_width, row_packed, packed):
+    """The factors copied into the zeroed buffers of :func:`packed_buffers`, for :func:`_panel_task`:
+    ``row_packed`` holds the row factors transposed; ``packed``, panel after panel, ``DENSE_PANEL``
+    slots per kernel, of which the first ``panel_width`` are that panel's column factors.
     """
     n_kernels, height = row_factors.shape
     width = col_factors.shape[1]
-    n_padded = (n_kernels + GROUP - 1) // GROUP * GROUP
+    n_padded = row_packed.shape[1]
     n_panels = (width + panel_width - 1) // panel_width
-    packed = np.zeros(n_panels * n_padded * DENSE_PANEL, dtype=col_factors.dtype)
     for p in range(n_panels):
         c0 = p * panel_width
         n = smaller(panel_width, width - c0)
@@ -95,17 +120,15 @@ def _dense_pack(row_factors, col_factors, panel_width):
             base = (p * n_padded + k) * DENSE_PANEL
             for j in range(n):
                 packed[base + j] = col_factors[k, c0 + j]
-    row_packed = np.zeros((height, n_padded), dtype=row_factors.dtype)
     for k in range(n_kernels):
         for r in range(height):
             row_packed[r, k] = row_factors[k, r]
-    return row_packed, packed
 
 
-@jit(entry=True, parallel=True, fastmath={"contract"})
-def _dense_panels(row_packed, packed, out, panel_width):
-    """prange over blocks of ``DENSE_ROWS`` rows; per panel and group of 16 kernels, one vectorised
-    pass along each row sums the 16 products in registers (two chains of 8).
+@jit(by_address=True, fastmath={"contract"})
+def _panel_task(block, row_packed, packed, out, panel_width):
+    """Rows ``block * DENSE_ROWS`` on of ``out``: per panel and group of 16 kernels, one vectorised pass
+    along each row sums the 16 products in registers (two chains of 8). Returns 0.
 
     ``q`` must be a 1-D slice: indexing ``packed[base + ...]`` directly keeps a negative-index check
     in the loop and ran 7x slower.
@@ -114,33 +137,33 @@ def _dense_panels(row_packed, packed, out, panel_width):
     n_padded = row_packed.shape[1]
     n_panels = (width + panel_width - 1) // panel_width
     stride = n_padded * DENSE_PANEL
-    for block in prange((height + DENSE_ROWS - 1) // DENSE_ROWS):
-        r0 = block * DENSE_ROWS
-        r1 = smaller(height, r0 + DENSE_ROWS)
-        for p in range(n_panels):
-            c0 = p * panel_width
-            n = smaller(panel_width, width - c0)
-            for k0 in range(0, n_padded, GROUP):
-                q = packed[p * stride + k0 * DENSE_PANEL:p * stride + (k0 + GROUP) * DENSE_PANEL]
-                for r in range(r0, r1):
-                    o = out[r, c0:c0 + n]
-                    a = row_packed[r, k0:k0 + GROUP]
-                    a0, a1, a2, a3, a4, a5, a6, a7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
-                    a8, a9, a10, a11, a12, a13, a14, a15 = a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]
-                    if k0 == 0:
-                        for j in range(n):
-                            o[j] = ((a0 * q[j] + a1 * q[512 + j] + a2 * q[1024 + j] + a3 * q[1536 + j]
-                                     + a4 * q[2048 + j] + a5 * q[2560 + j] + a6 * q[3072 + j] + a7 * q[3584 + j])
-                                    + (a8 * q[4096 + j] + a9 * q[4608 + j] + a10 * q[5120 + j] + a11 * q[5632 + j]
-                                       + a12 * q[6144 + j] + a13 * q[6656 + j] + a14 * q[7168 + j]
-                                       + a15 * q[7680 + j]))
-                    else:
-                        for j in range(n):
-                            o[j] += ((a0 * q[j] + a1 * q[512 + j] + a2 * q[1024 + j] + a3 * q[1536 + j]
-                                      + a4 * q[2048 + j] + a5 * q[2560 + j] + a6 * q[3072 + j] + a7 * q[3584 + j])
-                                     + (a8 * q[4096 + j] + a9 * q[4608 + j] + a10 * q[5120 + j] + a11 * q[5632 + j]
-                                        + a12 * q[6144 + j] + a13 * q[6656 + j] + a14 * q[7168 + j]
-                                        + a15 * q[7680 + j]))
+    r0 = block * DENSE_ROWS
+    r1 = smaller(height, r0 + DENSE_ROWS)
+    for p in range(n_panels):
+        c0 = p * panel_width
+        n = smaller(panel_width, width - c0)
+        for k0 in range(0, n_padded, GROUP):
+            q = packed[p * stride + k0 * DENSE_PANEL:p * stride + (k0 + GROUP) * DENSE_PANEL]
+            for r in range(r0, r1):
+                o = out[r, c0:c0 + n]
+                a = row_packed[r, k0:k0 + GROUP]
+                a0, a1, a2, a3, a4, a5, a6, a7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+                a8, a9, a10, a11, a12, a13, a14, a15 = a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]
+                if k0 == 0:
+                    for j in range(n):
+                        o[j] = ((a0 * q[j] + a1 * q[512 + j] + a2 * q[1024 + j] + a3 * q[1536 + j]
+                                 + a4 * q[2048 + j] + a5 * q[2560 + j] + a6 * q[3072 + j] + a7 * q[3584 + j])
+                                + (a8 * q[4096 + j] + a9 * q[4608 + j] + a10 * q[5120 + j] + a11 * q[5632 + j]
+                                   + a12 * q[6144 + j] + a13 * q[6656 + j] + a14 * q[7168 + j]
+                                   + a15 * q[7680 + j]))
+                else:
+                    for j in range(n):
+                        o[j] += ((a0 * q[j] + a1 * q[512 + j] + a2 * q[1024 + j] + a3 * q[1536 + j]
+                                  + a4 * q[2048 + j] + a5 * q[2560 + j] + a6 * q[3072 + j] + a7 * q[3584 + j])
+                                 + (a8 * q[4096 + j] + a9 * q[4608 + j] + a10 * q[5120 + j] + a11 * q[5632 + j]
+                                    + a12 * q[6144 + j] + a13 * q[6656 + j] + a14 * q[7168 + j]
+                                    + a15 * q[7680 + j]))
+    return 0
 
 
 def dense_pays(plan, combine):
@@ -161,13 +184,13 @@ def render_dense(plan, images, normalize):
     dtype = images.dtype
     col_factors = np.empty((plan.n_kernels, grid.width), dtype=dtype)
     row_factors = np.empty((plan.n_kernels, grid.height), dtype=dtype)
-    dense_factors(plan.params, plan.boxes, normalize, col_factors, row_factors)
-    dense_product(row_factors, col_factors, images[0])
+    _run(plan.params, plan.boxes, normalize, col_factors, row_factors, images[0])
 
 
-@jit(entry=True, parallel=True)
-def dense_factors(params, boxes, normalize, col_factors, row_factors):
-    """Rows of ``col_factors`` (K, W) and ``row_factors`` (K, H): zero outside each box, scale in rows.
+@jit(by_address=True)
+def _factor_task(k, params, boxes, normalize, col_factors, row_factors):
+    """Row ``k`` of ``col_factors`` (K, W) and of ``row_factors`` (K, H): kernel ``k``'s factors, zero
+    outside its box, its scale in the row factors. Returns 0.
 
     Column factors are normalised to a peak of 1. Float32 factors are trimmed so that no product of
     two kept factors is subnormal: columns below 2**-50 of their peak and row factors below 2**-76
@@ -177,32 +200,45 @@ def dense_factors(params, boxes, normalize, col_factors, row_factors):
     """
     float32 = col_factors.itemsize == 4
     col_floor = 2.0 ** -50 if float32 else RELATIVE_FLUSH
-    for j in prange(params.shape[0]):
-        k = np.int64(j)
-        p = kernel_params(params, k)
-        c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
-        r0, r1 = boxes[k, B_ROW0], boxes[k, B_ROW1]
-        peak_col = col_peak(p, c0, c1, normalize)
-        peak_row = row_peak(p, r0, r1, normalize)
-        col_factors[k, :] = 0
-        row_factors[k, :] = 0
-        if not peak_col > 0.0:  # every column factor underflows float64: the kernel writes nothing
-            continue
-        col_sum = 0.0
-        for c in range(c0, c1 + 1):
-            g = col_factor(p, c, normalize)
-            col_sum += g
-            if g >= peak_col * col_floor:
-                col_factors[k, c] = g / peak_col
-        scale = p[P_SCALE] * peak_col
-        if normalize == COUNT:  # the only mode that needs the row sum
-            row_sum = 0.0
-            for r in range(r0, r1 + 1):
-                row_sum += row_factor(p, r, normalize)
-            scale = scale / (col_sum * row_sum)
-        row_floor = smaller(2.0 ** -76, abs(scale * peak_row) * 2.0 ** -40) if float32 else 0.0
+    p = kernel_params(params, k)
+    c0, c1 = boxes[k, B_COL0], boxes[k, B_COL1]
+    r0, r1 = boxes[k, B_ROW0], boxes[k, B_ROW1]
+    peak_col = col_peak(p, c0, c1, normalize)
+    peak_row = row_peak(p, r0, r1, normalize)
+    col_factors[k, :] = 0
+    row_factors[k, :] = 0
+    if not peak_col > 0.0:  # every column factor underflows float64: the kernel writes nothing
+        return 0
+    col_sum = 0.0
+    for c in range(c0, c1 + 1):
+        g = col_factor(p, c, normalize)
+        col_sum += g
+        if g >= peak_col * col_floor:
+            col_factors[k, c] = g / peak_col
+    scale = p[P_SCALE] * peak_col
+    if normalize == COUNT:  # the only mode that needs the row sum
+        row_sum = 0.0
         for r in range(r0, r1 + 1):
-            g = row_factor(p, r, normalize)
-            v = scale * g
-            if g >= peak_row * RELATIVE_FLUSH and abs(v) >= row_floor:
-                row_factors[k, r] = v
+            row_sum += row_factor(p, r, normalize)
+        scale = scale / (col_sum * row_sum)
+    row_floor = smaller(2.0 ** -76, abs(scale * peak_row) * 2.0 ** -40) if float32 else 0.0
+    for r in range(r0, r1 + 1):
+        g = row_factor(p, r, normalize)
+        v = scale * g
+        if g >= peak_row * RELATIVE_FLUSH and abs(v) >= row_floor:
+            row_factors[k, r] = v
+    return 0
+
+
+@jit(entry=True)
+def _dense_tasks(factor_task, panel_task, params, boxes, normalize, col_factors, row_factors, row_packed, packed, out,
+                 panel_width):
+    """Every kernel's factors (:func:`_factor_task` at ``factor_task``, a task a kernel), their padded
+    copies (:func:`_dense_pack`), then ``out`` (:func:`_panel_task` at ``panel_task``, a task a block of
+    ``DENSE_ROWS`` rows), the tasks on Numba's threads (:func:`.calls.parallel_calls`).
+
+    No parallel loop of Numba's own: the tasks' code compiles once, not again as a loop body.
+    """
+    parallel_calls(factor_task, params.shape[0], (params, boxes, normalize, col_factors, row_factors))
+    _dense_pack(row_factors, col_factors, panel_width, row_packed, packed)
+    parallel_calls(panel_task, (out.shape[0] + DENSE_ROWS - 1) // DENSE_ROWS, (row_packed, packed, out, panel_width))

@@ -134,7 +134,7 @@ def cache_status():
         status["bands, both kinds", dtype] = bands(True, True) and trig
         status["dense product", dtype] = planner and all(
             has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
-            for function, at in ((dense.dense_factors, 3), (dense._dense_pack, 0), (dense._dense_panels, 2)))
+            for function, at in ((dense._dense_tasks, 5), (dense._factor_task, 4), (dense._panel_task, 3)))
         status["planner, parallel chunks", dtype] = has(planning.plan_chunks) and has(planning.plan_task)
     status["binning: batches, large plans", "any"] = has(tiles.bin_kernels)
     status["density_map: k-NN, window sums", "any"] = all(
