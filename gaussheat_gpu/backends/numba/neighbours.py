@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from . import calls
 from .cache import jit
@@ -213,30 +212,42 @@ def _walk(scale, d, count):
     return total
 
 
-@jit(entry=True, parallel=True)
 def window_sums(centre, sigma, half, sums):
     """Into ``sums``: sum of ``exp(-d^2 / (2 sigma^2))`` over the pixels ``p`` of each head's window
     ``ceil(centre - half) .. floor(centre + half)``, ``d = p - centre``.
 
     Windows wider than ``WIDE_WINDOW`` pixels take the integral over the pixels' unit cells (erf),
     whose relative error is about ``1 / (24 sigma^2)`` (below 1e-6 for them) instead of a loop over
-    every pixel.
+    every pixel. Each head is a task on Numba's threads (:func:`.calls.parallel_calls`): the sum,
+    :func:`_window_sum`, is called by address and compiled once, not again as a parallel loop's body.
     """
-    for i in prange(centre.size):
-        c = centre[i]
-        first, last = np.ceil(c - half[i]), np.floor(c + half[i])
-        if last - first >= WIDE_WINDOW:
-            spread = sigma[i] * math.sqrt(2.0)
-            sums[i] = (sigma[i] * math.sqrt(math.pi / 2.0)
-                       * (math.erf((last + 0.5 - c) / spread) - math.erf((first - 0.5 - c) / spread)))
-            continue
-        scale = -0.5 / (sigma[i] * sigma[i])
-        # Two walks outwards, from the first pixel at or right of the centre and from the one before.
-        right = larger(np.ceil(c), first)
-        left = smaller(right - 1.0, last)
-        n_right, n_left = np.int64(larger(last - right + 1.0, 0.0)), np.int64(larger(left - first + 1.0, 0.0))
-        total = _walk(scale, right - c, n_right)
-        if right == c and n_left == n_right - 1:  # a whole-pixel centre: the left walk mirrors the right one
-            sums[i] = 2.0 * total - 1.0
-        else:
-            sums[i] = total + _walk(scale, c - left, n_left)
+    window_tasks(calls.address(_window_sum, (0, centre, sigma, half, sums)), centre, sigma, half, sums)
+
+
+@jit(entry=True)
+def window_tasks(address, centre, sigma, half, sums):
+    """:func:`_window_sum` at ``address`` for every head, on Numba's threads."""
+    parallel_calls(address, centre.size, (centre, sigma, half, sums))
+
+
+@jit(by_address=True)
+def _window_sum(i, centre, sigma, half, sums):
+    """``sums[i]``, head ``i``'s sum (:func:`window_sums`). Returns 0."""
+    c = centre[i]
+    first, last = np.ceil(c - half[i]), np.floor(c + half[i])
+    if last - first >= WIDE_WINDOW:
+        spread = sigma[i] * math.sqrt(2.0)
+        sums[i] = (sigma[i] * math.sqrt(math.pi / 2.0)
+                   * (math.erf((last + 0.5 - c) / spread) - math.erf((first - 0.5 - c) / spread)))
+        return 0
+    scale = -0.5 / (sigma[i] * sigma[i])
+    # Two walks outwards, from the first pixel at or right of the centre and from the one before.
+    right = larger(np.ceil(c), first)
+    left = smaller(right - 1.0, last)
+    n_right, n_left = np.int64(larger(last - right + 1.0, 0.0)), np.int64(larger(left - first + 1.0, 0.0))
+    total = _walk(scale, right - c, n_right)
+    if right == c and n_left == n_right - 1:  # a whole-pixel centre: the left walk mirrors the right one
+        sums[i] = 2.0 * total - 1.0
+    else:
+        sums[i] = total + _walk(scale, c - left, n_left)
+    return 0

@@ -139,7 +139,7 @@ def cache_status():
     status["binning: batches, large plans", "any"] = has(tiles.bin_kernels)
     status["density_map: k-NN, window sums", "any"] = all(
         has(function) for function in (neighbours.cell_lists, neighbours.nearest_tasks, neighbours._nearest,
-                                       neighbours.window_sums))
+                                       neighbours.window_tasks, neighbours._window_sum))
     return status
 
 def _is_none(numba_type):
