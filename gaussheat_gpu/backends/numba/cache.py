@@ -43,7 +43,7 @@ class CacheWarning(UserWarning):
 
 
 def jit(function=None, *, entry=False, by_address=False, **options):
-    """``numba.njit(**options)`` for the backend; usable as ``@jit`` or ``@jit(parallel=True)``.
+    """``numba.njit(**options)`` for the backend; usable as ``@jit`` or ``@jit(forceinline=True)``.
 
     Only an ``entry=True`` function can be called from Python, and only a ``by_address=True`` one
     by its address (:mod:`.calls`). Those hold the code that runs: their compiled code is cached in
