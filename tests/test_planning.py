@@ -137,8 +137,8 @@ def test_compiled_loop_runs_as_python_too(monkeypatch, helpers_as_python):
     monkeypatch.setattr(numba_planning, "CHUNK", 7)
     # Their callees as Python too (and by address: the parallel pass is given the Python function).
     helpers_as_python(numba_planning)
-    monkeypatch.setattr(numba_planning, "parallel_calls", calls.parallel_calls_python)
-    for run in (numba_planning.plan_chunk, numba_planning.plan_chunks.py_func):
+    monkeypatch.setattr(numba_planning, "run_tasks", calls.parallel_calls_python)
+    for run in (numba_planning.plan_chunk, numba_planning.plan_chunks):
         tables = (np.empty((50, 10)), np.empty((50, 5), np.int64), np.empty(50, np.int64))
         if run is numba_planning.plan_chunk:
             kept, checks, any_rotated = run(inputs, setup, tables, 0, 50)

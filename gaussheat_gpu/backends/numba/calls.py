@@ -34,6 +34,8 @@ import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
+
+from .cache import jit
 from numba.extending import intrinsic
 
 try:
@@ -230,3 +232,14 @@ def _parallel_calls(typingctx, address, n_tasks, shared):
 # applied to ``(task, *shared)`` for each task in ``range(n_tasks)``, spread over Numba's threads
 # as a parallel loop would be; ``shared`` is a tuple, the function returns an int64. Returns 0.
 parallel_calls = parallel_calls_python if config.DISABLE_JIT else _parallel_calls
+
+
+@jit(entry=True)
+def run_tasks(address, n_tasks, shared):
+    """:func:`parallel_calls` from Python: the function at ``address`` (:func:`address`) applied to
+    ``(task, *shared)`` for each task in ``range(n_tasks)``, on Numba's threads. Returns 0.
+
+    One entry point for every caller whose tasks need nothing compiled around them; it is compiled
+    once for each type of ``shared`` (the scheduling code only, not the tasks').
+    """
+    return parallel_calls(address, n_tasks, shared)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import calls
 from .cache import jit
-from .calls import parallel_calls
+from .calls import run_tasks
 from .factors import larger, smaller
 
 CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
@@ -43,7 +43,7 @@ def mean_nearest_distances(x, y, image, n_images, k, means, counts):
         return
     xs, ys, cell_of, starts, (x0, y0, cell, nx, ny) = cell_lists(x, y, image, n_images)
     args = (x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts)
-    nearest_tasks(calls.address(_nearest, (0, *args)), *args)
+    run_tasks(calls.address(_nearest, (0, *args)), (x.size + HEADS_PER_TASK - 1) // HEADS_PER_TASK, args)
 
 
 @jit(forceinline=True)
@@ -96,14 +96,6 @@ def cell_lists(x, y, image, n_images):
         order[fill[cell_of[i]]] = i
         fill[cell_of[i]] += 1
     return x[order], y[order], cell_of, starts, (x0, y0, cell, nx, ny)
-
-
-@jit(entry=True)
-def nearest_tasks(address, x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts):
-    """:func:`_nearest` at ``address`` over tasks of ``HEADS_PER_TASK`` heads, on Numba's threads
-    (:func:`.calls.parallel_calls`)."""
-    parallel_calls(address, (x.size + HEADS_PER_TASK - 1) // HEADS_PER_TASK,
-                   (x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts))
 
 
 @jit(by_address=True)
@@ -218,16 +210,11 @@ def window_sums(centre, sigma, half, sums):
 
     Windows wider than ``WIDE_WINDOW`` pixels take the integral over the pixels' unit cells (erf),
     whose relative error is about ``1 / (24 sigma^2)`` (below 1e-6 for them) instead of a loop over
-    every pixel. Each head is a task on Numba's threads (:func:`.calls.parallel_calls`): the sum,
+    every pixel. Each head is a task on Numba's threads (:func:`.calls.run_tasks`): the sum,
     :func:`_window_sum`, is called by address and compiled once, not again as a parallel loop's body.
     """
-    window_tasks(calls.address(_window_sum, (0, centre, sigma, half, sums)), centre, sigma, half, sums)
-
-
-@jit(entry=True)
-def window_tasks(address, centre, sigma, half, sums):
-    """:func:`_window_sum` at ``address`` for every head, on Numba's threads."""
-    parallel_calls(address, centre.size, (centre, sigma, half, sums))
+    args = (centre, sigma, half, sums)
+    run_tasks(calls.address(_window_sum, (0, *args)), centre.size, args)
 
 
 @jit(by_address=True)

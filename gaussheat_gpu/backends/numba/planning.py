@@ -26,7 +26,7 @@ from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAM
                         _Tables, kernel_coefficients, por_peak_is_bad, support_range)
 from . import calls
 from .cache import jit
-from .calls import parallel_calls
+from .calls import run_tasks
 from .factors import smaller
 
 # The shared formulas, compiled (for the argument types of their calls here, once each).
@@ -182,42 +182,30 @@ def plan_task(chunk, inputs, setup, tables, kept, firsts, rotated):
     return 0
 
 
-@jit(entry=True)
 def plan_chunks(address, inputs, setup, tables):
     """:func:`plan_task` at ``address`` (:func:`.calls.address`) over chunks of ``CHUNK`` kernels on
-    Numba's threads (:func:`.calls.parallel_calls`), then the kept rows packed.
+    Numba's threads (:func:`.calls.run_tasks`), then the kept rows packed.
 
-    The planner's code is compiled once, in :func:`plan_task`, not again here.
+    The planner's code is compiled once, in :func:`plan_task`; what follows the tasks is a few NumPy
+    calls per chunk (a chunk is ``CHUNK`` kernels), not one more function to compile.
     """
     n = inputs[2].size
-    params, boxes, kernel_index = tables
     n_chunks = (n + CHUNK - 1) // CHUNK
     kept = np.empty(n_chunks, dtype=np.int64)  # of the types of _NO_RESULTS
     firsts = np.empty((n_chunks, 3), dtype=np.int64)
     rotated = np.empty(n_chunks, dtype=np.bool_)
-    parallel_calls(address, n_chunks, (inputs, setup, tables, kept, firsts, rotated))
+    run_tasks(address, n_chunks, (inputs, setup, tables, kept, firsts, rotated))
     total = 0
-    any_rotated = False
-    for chunk in range(n_chunks):
+    for chunk, count in enumerate(kept.tolist()):
         lo = chunk * CHUNK
-        if total != lo:  # rows only move to lower indices (total < lo): copied in order, none is overwritten early
-            for i in range(kept[chunk]):
-                for j in range(N_PARAMS):
-                    params[total + i, j] = params[lo + i, j]
-                for j in range(N_BOX):
-                    boxes[total + i, j] = boxes[lo + i, j]
-                kernel_index[total + i] = kernel_index[lo + i]
-        total += kept[chunk]
-        any_rotated = any_rotated or rotated[chunk]
-    # Each check's first kernel: that of the earliest chunk that caught one (the last assignment here).
-    # Loops, not a list or rotated.any(): code holding those loads more of Numba's implementations
-    # whenever it is loaded from the cache (numba.np.arraymath imports SciPy's linear algebra).
-    checks = (-1, -1, -1)
-    for chunk in range(n_chunks - 1, -1, -1):
-        checks = (firsts[chunk, 0] if firsts[chunk, 0] >= 0 else checks[0],
-                  firsts[chunk, 1] if firsts[chunk, 1] >= 0 else checks[1],
-                  firsts[chunk, 2] if firsts[chunk, 2] >= 0 else checks[2])
-    return (params[:total], boxes[:total], kernel_index[:total]), checks, any_rotated
+        if total != lo:  # rows only move to lower indices; NumPy copies overlapping slices correctly
+            for table in tables:
+                table[total:total + count] = table[lo:lo + count]
+        total += count
+    # Each check's first kernel: that of the earliest chunk that caught one.
+    caught = firsts >= 0
+    checks = tuple(int(firsts[caught[:, j].argmax(), j]) if caught[:, j].any() else -1 for j in range(3))
+    return tuple(table[:total] for table in tables), checks, bool(rotated.any())
 
 
 @functools.cache

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import cache, dense, neighbours, planning, tiles
+from . import cache, calls, dense, neighbours, planning, tiles
 
 DTYPES = ("float32", "float64")
 
@@ -118,6 +118,10 @@ def cache_status():
     def has(dispatcher, test=lambda sig: True):
         return any(test(key[0]) for key in cache.valid_entries(dispatcher))
 
+    def runs(caller):
+        # calls.run_tasks as ``caller`` calls it: its tuple of shared arguments has that many items.
+        return has(calls.run_tasks, lambda sig: len(sig[2]) == _SHARED_ITEMS[caller])
+
     planner = has(planning.plan_chunk)
     trig = has(planning._libm_cos_sin)  # rotated kernels' planning
     status = {}
@@ -135,12 +139,17 @@ def cache_status():
         status["dense product", dtype] = planner and all(
             has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
             for function, at in ((dense._dense_tasks, 5), (dense._factor_task, 4), (dense._panel_task, 3)))
-        status["planner, parallel chunks", dtype] = has(planning.plan_chunks) and has(planning.plan_task)
+        status["planner, parallel chunks", dtype] = has(planning.plan_task) and runs(planning.plan_chunks)
     status["binning: batches, large plans", "any"] = has(tiles.bin_kernels)
-    status["density_map: k-NN, window sums", "any"] = all(
-        has(function) for function in (neighbours.cell_lists, neighbours.nearest_tasks, neighbours._nearest,
-                                       neighbours.window_tasks, neighbours._window_sum))
+    status["density_map: k-NN, window sums", "any"] = (
+        has(neighbours.cell_lists) and has(neighbours._nearest) and runs(neighbours.mean_nearest_distances)
+        and has(neighbours._window_sum) and runs(neighbours.window_sums))
     return status
+
+
+# How many shared arguments each caller of calls.run_tasks gives its tasks (tells its entries apart).
+_SHARED_ITEMS = {planning.plan_chunks: 6, neighbours.mean_nearest_distances: 15, neighbours.window_sums: 4}
+
 
 def _is_none(numba_type):
     return str(numba_type) == "none"
