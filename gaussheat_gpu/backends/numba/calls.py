@@ -34,9 +34,9 @@ import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
+from numba.extending import intrinsic
 
 from .cache import jit
-from numba.extending import intrinsic
 
 try:
     from numba._dispatcher import compute_fingerprint as _fingerprint
