@@ -8,7 +8,8 @@ column factors, combined into the image along the row (a vectorised loop).
 
 A band's first kernel, when it spans all the band's rows, writes them whole instead (zeros around
 its values: one pass over the rows less); when the second kernel spans them too, both are written
-in that one pass, by the same operations in the same order as zero-filling and combining twice.
+in that one pass (:func:`set_pair_rows`), by the same operations in the same order as zero-filling
+and combining twice.
 
 Values whose magnitude falls below the kernel's flush threshold (:func:`.factors.flush_threshold`
 of its largest value over its box: the output dtype's smallest normal number, or 2**-60 of that
@@ -141,23 +142,9 @@ def set_values(values, factors, value, combine):
 
 
 @jit(forceinline=True)
-def set_separable_row(row, begin, factors, value, combine):
-    """row <- combine(0, value * factors) from column ``begin``, and 0 around it: exactly what
-    zero-filling ``row`` and then ``combine_separable_row`` write."""
-    zero = row.dtype.type(0)
-    end = begin + factors.size
-    for i in range(begin):
-        row[i] = zero
-    set_values(row[begin:end], factors, value, combine)
-    for i in range(end, row.size):
-        row[i] = zero
-
-
-@jit(forceinline=True)
 def separable_kernel(image, params, boxes, k, col_offsets, column_factors, info, r_first, r_last, combine,
-                     normalize, tiny, setting):
-    """Rows r_first..r_last of axis-aligned kernel ``k`` combined into ``image`` (2-D); with
-    ``setting``, written whole instead (the kernel spans the band and nothing came before it)."""
+                     normalize, tiny):
+    """Rows r_first..r_last of axis-aligned kernel ``k`` combined into ``image`` (2-D)."""
     first, factors = kept_factors(k, boxes, info, col_offsets, column_factors)
     if factors.size == 0:
         return
@@ -167,13 +154,7 @@ def separable_kernel(image, params, boxes, k, col_offsets, column_factors, info,
     flush = flush_threshold(row_scale * peak_row, tiny)
     for r in range(r_first, r_last + 1):
         lo, hi, value = separable_row(p, r, factors, row_scale, peak_row, normalize, flush)
-        if lo > hi:
-            if setting:
-                zero_row(image[r])
-            continue
-        if setting:
-            set_separable_row(image[r], first + lo, factors[lo:hi + 1], image.dtype.type(value), combine)
-        else:
+        if lo <= hi:
             combine_separable_row(image[r, first + lo:first + hi + 1], factors[lo:hi + 1], image.dtype.type(value),
                                   combine)
 
@@ -181,14 +162,19 @@ def separable_kernel(image, params, boxes, k, col_offsets, column_factors, info,
 @jit
 def set_pair_rows(image, params, boxes, k1, k2, col_offsets, column_factors, info, band_first, band_last,
                   combine, normalize, tiny):
-    """Rows band_first..band_last written by two axis-aligned kernels that span them, in one pass.
+    """Rows band_first..band_last written by two axis-aligned kernels that span them, in one pass;
+    by ``k1`` alone when ``k2`` is negative.
 
-    Every pixel gets exactly what zero-filling, ``set_separable_row`` with ``k1`` and then
-    ``combine_separable_row`` with ``k2`` would give, by the same operations in the same order.
+    Every pixel gets exactly what zero-filling and then ``combine_separable_row`` with ``k1`` and
+    with ``k2`` would give, by the same operations in the same order (``combine(0, v)`` is written
+    as ``0 + v`` or ``max(0, v)``).
     """
     one = image.dtype.type(1)
     zero = image.dtype.type(0)
     width = image.shape[1]
+    single = k2 < 0
+    if single:  # k2's values below are k1's, never used
+        k2 = k1
     first1, f1 = kept_factors(k1, boxes, info, col_offsets, column_factors)
     first2, f2 = kept_factors(k2, boxes, info, col_offsets, column_factors)
     p1, p2 = kernel_params(params, k1), kernel_params(params, k2)
@@ -197,7 +183,8 @@ def set_pair_rows(image, params, boxes, k1, k2, col_offsets, column_factors, inf
     flush1, flush2 = flush_threshold(info[k1, 0] * peak1, tiny), flush_threshold(info[k2, 0] * peak2, tiny)
     for r in range(band_first, band_last + 1):
         lo1, hi1, v1 = separable_row(p1, r, f1, info[k1, 0], peak1, normalize, flush1)
-        lo2, hi2, v2 = separable_row(p2, r, f2, info[k2, 0], peak2, normalize, flush2)
+        lo2, hi2, v2 = (np.int64(1), np.int64(0), 0.0) if single else separable_row(p2, r, f2, info[k2, 0], peak2,
+                                                                                     normalize, flush2)
         rf1, rf2 = image.dtype.type(v1), image.dtype.type(v2)
         # Kept columns [b, e) of each kernel (empty when its row is flushed).
         b1, e1 = (first1 + lo1, first1 + hi1 + 1) if lo1 <= hi1 else (width, width)

@@ -161,9 +161,9 @@ def render_task(task, kernel_chunk, params, boxes, offsets, kernel_ids, col_offs
                 overwrite = spans_band(params, boxes, info, band_kernels[0], band_first, band_last)
                 paired = overwrite and band_kernels.size > 1 and spans_band(params, boxes, info, band_kernels[1],
                                                                           band_first, band_last)
-            if paired:
-                set_pair_rows(image, params, boxes, band_kernels[0], band_kernels[1], col_offsets, column_factors, info,
-                              band_first, band_last, combine, normalize, tiny)
+            if overwrite:
+                set_pair_rows(image, params, boxes, band_kernels[0], band_kernels[1] if paired else np.int64(-1),
+                              col_offsets, column_factors, info, band_first, band_last, combine, normalize, tiny)
         if not accumulate and not overwrite:
             for r in range(band_first, band_last + 1):
                 zero_row(image[r])
@@ -172,7 +172,7 @@ def render_task(task, kernel_chunk, params, boxes, offsets, kernel_ids, col_offs
             down = np.empty(width)
             spare = np.empty(width, dtype=image.dtype)  # the odd last row of a rotated visit
             zero_row(spare)
-        for j in range(2 if paired else 0, band_kernels.size):
+        for j in range(2 if paired else 1 if overwrite else 0, band_kernels.size):
             k = band_kernels[j]
             r_first = larger(boxes[k, B_ROW0], band_first)
             r_last = smaller(boxes[k, B_ROW1], band_last)
@@ -188,7 +188,7 @@ def render_task(task, kernel_chunk, params, boxes, offsets, kernel_ids, col_offs
             if separable:
                 if axis is not None:
                     separable_kernel(image, params, boxes, k, col_offsets, column_factors, info, r_first, r_last,
-                                     combine, normalize, tiny, overwrite and j == 0)
+                                     combine, normalize, tiny)
             elif rotated is not None:
                 # Written here, not in a function of its own: passing the arrays to a call cost W6 ~25%
                 # (their reference counts are updated on every call).
