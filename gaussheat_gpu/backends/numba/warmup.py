@@ -143,7 +143,7 @@ def cache_status():
     status["binning: batches, large plans", "any"] = has(tiles.bin_kernels)
     status["density_map: k-NN, window sums", "any"] = (
         has(neighbours.cell_lists) and has(neighbours._nearest) and runs(neighbours.mean_nearest_distances)
-        and has(neighbours._window_sum) and runs(neighbours.window_sums))
+        and has(neighbours._window_sums) and runs(neighbours.window_sums))
     return status
 
 
