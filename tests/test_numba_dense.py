@@ -56,14 +56,14 @@ def test_no_kernels_writes_zeros():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_kernels, height, width", [(1, 1024, 1024), (17, 700, 3 * DENSE_PANEL + 1), (64, 1100, 999)])
 def test_scratch_bytes_is_what_the_dense_path_holds_at_its_peak(dtype, n_kernels, height, width):
-    # The factors and the zero-padded copies of them (packed_buffers), alive together; the backend's
+    # The factors and the zero-padded copies of them (packed_factors), alive together; the backend's
     # memory check (call_bytes) counts these.
     import gaussheat_gpu as gh
     from gaussheat_gpu.backends import numba as numba_backend
     from gaussheat_gpu.planning import COMBINE_CODES, make_grid, make_plan
 
     rows, cols = np.ones((n_kernels, height), dtype), np.ones((n_kernels, width), dtype)
-    row_packed, packed = dense.packed_buffers(rows, cols, dense._panel_width(np.dtype(dtype).itemsize))
+    row_packed, packed = dense.packed_factors(rows, cols, dense._panel_width(np.dtype(dtype).itemsize))
     held = rows.nbytes + cols.nbytes + row_packed.nbytes + packed.nbytes
     assert dense.scratch_bytes(n_kernels, height, width, np.dtype(dtype).itemsize) == held
     rng = np.random.default_rng(n_kernels)

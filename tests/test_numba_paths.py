@@ -49,7 +49,7 @@ COMPILED_SCRIPT = """
         k = gh.Kernels(x=[10.0, 20.0], y=[12.0, 5.0], sigma_x=[2.0, 3.0], sigma_y=[1.0, 4.0], theta=[0.4, 1.0])
         gh.render(k, (30, 40), backend="numba")
     functions = dict(separable=bands.set_pair_rows, prepare_separable=bands.prepare_separable,
-                     rotated=rotated.prepare_rotated, dense=dense._dense_tasks, chunks=calls.run_tasks,
+                     rotated=rotated.prepare_rotated, dense=dense._panel_task, chunks=calls.run_tasks,
                      bands=tiles.render_bands, range=tiles.render_task, rows=planning.plan_chunk,
                      task=planning.plan_task, binning=tiles.bin_kernels)
     print(json.dumps({{name: len(f.signatures) for name, f in functions.items()}}))

@@ -15,20 +15,20 @@ kernels in one expression; the column factors are packed into panels with a cons
 packing the 16 row pointers spill and it runs ~30% slower). Kernels are padded with zero factors to
 a multiple of 16: below 16 kernels the loop costs what 16 cost.
 
-:func:`dense_pays` says whether a plan takes this path, :func:`render_dense` renders it: one call
-of :func:`_dense_tasks`, which makes the factors (a task a kernel) and the product (a task a block
-of ``DENSE_ROWS`` rows) on Numba's threads by address (:mod:`.calls`): as the bodies of parallel
-loops, the two passes made W3's cold first call take 1.6x as long.
+:func:`dense_pays` says whether a plan takes this path, :func:`render_dense` renders it: the
+factors (:func:`_factor_task`, a task a kernel), then the product (:func:`_panel_task`, a task a
+block of ``DENSE_ROWS`` rows), each pass on Numba's threads by address (:func:`.calls.run_tasks`):
+as the bodies of parallel loops, the two passes made W3's cold first call take 1.6x as long.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, N_BOX, N_PARAMS, P_SCALE
+from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, P_SCALE
 from . import calls
 from .cache import jit
-from .calls import parallel_calls
+from .calls import run_tasks
 from .factors import COUNT, RELATIVE_FLUSH, SUM, col_factor, col_peak, kernel_params, row_factor, row_peak, smaller
 
 DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the dense path
@@ -61,33 +61,31 @@ def dense_product(row_factors, col_factors, out):
     if row_factors.shape[0] == 0:
         out[...] = 0
         return
-    _run(_NO_PARAMS, _NO_BOXES, 0, col_factors, row_factors, out)
-
-
-# No kernels to make factors of: dense_product's factors are given.
-_NO_PARAMS = np.empty((0, N_PARAMS))
-_NO_BOXES = np.empty((0, N_BOX), dtype=np.int64)
-
-
-def _run(params, boxes, normalize, col_factors, row_factors, out):
-    """:func:`_dense_tasks` with its padded buffers and the addresses of its two tasks."""
     panel_width = _panel_width(out.itemsize)
-    row_packed, packed = packed_buffers(row_factors, col_factors, panel_width)
-    factor_task = calls.address(_factor_task, (0, params, boxes, normalize, col_factors, row_factors))
-    panel_task = calls.address(_panel_task, (0, row_packed, packed, out, panel_width))
-    _dense_tasks(factor_task, panel_task, params, boxes, normalize, col_factors, row_factors, row_packed, packed, out,
-                 panel_width)
+    row_packed, packed = packed_factors(row_factors, col_factors, panel_width)
+    shared = (row_packed, packed, out, panel_width)
+    run_tasks(calls.address(_panel_task, (0, *shared)), (out.shape[0] + DENSE_ROWS - 1) // DENSE_ROWS, shared)
 
 
-def packed_buffers(row_factors, col_factors, panel_width):
-    """The zeroed buffers :func:`_dense_pack` fills: ``row_packed`` (H, K16) and ``packed``, ``DENSE_PANEL``
-    slots per kernel and panel (K16: K rounded up to a multiple of ``GROUP``). Made here, not in
-    compiled code: NumPy's allocation would be one more function to compile."""
+def packed_factors(row_factors, col_factors, panel_width):
+    """Zero-padded copies for :func:`_panel_task`: ``row_packed`` (H, K16) holds the row factors
+    transposed; ``packed`` holds, panel after panel, ``DENSE_PANEL`` slots per kernel, of which the
+    first ``panel_width`` are that panel's column factors (K16: K rounded up to a multiple of
+    ``GROUP``). NumPy copies, a few per panel.
+    """
     n_kernels, height = row_factors.shape
+    width = col_factors.shape[1]
     n_padded = -(-n_kernels // GROUP) * GROUP
-    n_panels = -(-col_factors.shape[1] // panel_width)
-    return (np.zeros((height, n_padded), dtype=row_factors.dtype),
-            np.zeros(n_panels * n_padded * DENSE_PANEL, dtype=col_factors.dtype))
+    n_panels = -(-width // panel_width)
+    row_packed = np.zeros((height, n_padded), dtype=row_factors.dtype)
+    row_packed[:, :n_kernels] = row_factors.T
+    packed = np.zeros(n_panels * n_padded * DENSE_PANEL, dtype=col_factors.dtype)
+    slots = packed.reshape(n_panels, n_padded, DENSE_PANEL)
+    for p in range(n_panels):
+        c0 = p * panel_width
+        n = min(panel_width, width - c0)
+        slots[p, :n_kernels, :n] = col_factors[:, c0:c0 + n]
+    return row_packed, packed
 
 
 def _panel_width(itemsize):
@@ -97,32 +95,10 @@ def _panel_width(itemsize):
 
 def scratch_bytes(n_kernels, height, width, itemsize):
     """Peak scratch bytes of :func:`render_dense`: the factors (K, H) and (K, W), and the
-    zero-padded copies of them (:func:`packed_buffers`) while they are alive."""
+    zero-padded copies of them (:func:`packed_factors`) while they are alive."""
     n_padded = -(-n_kernels // GROUP) * GROUP
     n_panels = -(-width // _panel_width(itemsize))
     return itemsize * (n_kernels * (height + width) + n_panels * n_padded * DENSE_PANEL + height * n_padded)
-
-
-@jit
-def _dense_pack(row_factors, col_factors, panel_width, row_packed, packed):
-    """The factors copied into the zeroed buffers of :func:`packed_buffers`, for :func:`_panel_task`:
-    ``row_packed`` holds the row factors transposed; ``packed``, panel after panel, ``DENSE_PANEL``
-    slots per kernel, of which the first ``panel_width`` are that panel's column factors.
-    """
-    n_kernels, height = row_factors.shape
-    width = col_factors.shape[1]
-    n_padded = row_packed.shape[1]
-    n_panels = (width + panel_width - 1) // panel_width
-    for p in range(n_panels):
-        c0 = p * panel_width
-        n = smaller(panel_width, width - c0)
-        for k in range(n_kernels):
-            base = (p * n_padded + k) * DENSE_PANEL
-            for j in range(n):
-                packed[base + j] = col_factors[k, c0 + j]
-    for k in range(n_kernels):
-        for r in range(height):
-            row_packed[r, k] = row_factors[k, r]
 
 
 @jit(by_address=True, fastmath={"contract"})
@@ -184,7 +160,9 @@ def render_dense(plan, images, normalize):
     dtype = images.dtype
     col_factors = np.empty((plan.n_kernels, grid.width), dtype=dtype)
     row_factors = np.empty((plan.n_kernels, grid.height), dtype=dtype)
-    _run(plan.params, plan.boxes, normalize, col_factors, row_factors, images[0])
+    shared = (plan.params, plan.boxes, normalize, col_factors, row_factors)
+    run_tasks(calls.address(_factor_task, (0, *shared)), plan.n_kernels, shared)
+    dense_product(row_factors, col_factors, images[0])
 
 
 @jit(by_address=True)
@@ -228,17 +206,3 @@ def _factor_task(k, params, boxes, normalize, col_factors, row_factors):
         if g >= peak_row * RELATIVE_FLUSH and abs(v) >= row_floor:
             row_factors[k, r] = v
     return 0
-
-
-@jit(entry=True)
-def _dense_tasks(factor_task, panel_task, params, boxes, normalize, col_factors, row_factors, row_packed, packed, out,
-                 panel_width):
-    """Every kernel's factors (:func:`_factor_task` at ``factor_task``, a task a kernel), their padded
-    copies (:func:`_dense_pack`), then ``out`` (:func:`_panel_task` at ``panel_task``, a task a block of
-    ``DENSE_ROWS`` rows), the tasks on Numba's threads (:func:`.calls.parallel_calls`).
-
-    No parallel loop of Numba's own: the tasks' code compiles once, not again as a loop body.
-    """
-    parallel_calls(factor_task, params.shape[0], (params, boxes, normalize, col_factors, row_factors))
-    _dense_pack(row_factors, col_factors, panel_width, row_packed, packed)
-    parallel_calls(panel_task, (out.shape[0] + DENSE_ROWS - 1) // DENSE_ROWS, (row_packed, packed, out, panel_width))

@@ -118,10 +118,9 @@ def cache_status():
     def has(dispatcher, test=lambda sig: True):
         return any(test(key[0]) for key in cache.valid_entries(dispatcher))
 
-    def runs(caller):
-        # calls.run_tasks as ``caller`` calls it: its tuple of shared arguments has that many items.
-        return has(calls.run_tasks, lambda sig: len(sig[2]) == _SHARED_ITEMS[caller])
-
+    # calls.run_tasks runs the tasks of the parallel planner, the dense product and density_map; its
+    # entries differ only in the types of the tasks' arguments, so each path is judged by its tasks.
+    runs = has(calls.run_tasks)
     planner = has(planning.plan_chunk)
     trig = has(planning._libm_cos_sin)  # rotated kernels' planning
     status = {}
@@ -136,19 +135,14 @@ def cache_status():
         status["bands, axis-aligned kernels", dtype] = bands(True, False)
         status["bands, rotated kernels", dtype] = bands(False, True) and trig
         status["bands, both kinds", dtype] = bands(True, True) and trig
-        status["dense product", dtype] = planner and all(
+        status["dense product", dtype] = planner and runs and all(
             has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
-            for function, at in ((dense._dense_tasks, 5), (dense._factor_task, 4), (dense._panel_task, 3)))
-        status["planner, parallel chunks", dtype] = has(planning.plan_task) and runs(planning.plan_chunks)
+            for function, at in ((dense._factor_task, 4), (dense._panel_task, 3)))
+        status["planner, parallel chunks", dtype] = runs and has(planning.plan_task)
     status["binning: batches, large plans", "any"] = has(tiles.bin_kernels)
-    status["density_map: k-NN, window sums", "any"] = (
-        has(neighbours.cell_lists) and has(neighbours._nearest) and runs(neighbours.mean_nearest_distances)
-        and has(neighbours._window_sums) and runs(neighbours.window_sums))
+    status["density_map: k-NN, window sums", "any"] = runs and all(
+        has(function) for function in (neighbours.cell_lists, neighbours._nearest, neighbours._window_sums))
     return status
-
-
-# How many shared arguments each caller of calls.run_tasks gives its tasks (tells its entries apart).
-_SHARED_ITEMS = {planning.plan_chunks: 6, neighbours.mean_nearest_distances: 15, neighbours.window_sums: 4}
 
 
 def _is_none(numba_type):
