@@ -138,13 +138,15 @@ def test_compiled_loop_runs_as_python_too(monkeypatch, helpers_as_python):
     # Their callees as Python too (and by address: the parallel pass is given the Python function).
     helpers_as_python(numba_planning)
     monkeypatch.setattr(numba_planning, "run_tasks", calls.parallel_calls_python)
+    monkeypatch.setattr(numba_planning, "plan_task", numba_planning.plan_task.py_func)
+    monkeypatch.setattr(calls, "address", lambda function, args, varying=None: function)
     for run in (numba_planning.plan_chunk, numba_planning.plan_chunks):
         tables = (np.empty((50, 10)), np.empty((50, 5), np.int64), np.empty(50, np.int64))
         if run is numba_planning.plan_chunk:
             kept, checks, any_rotated = run(inputs, setup, tables, 0, 50)
             tables = tuple(table[:kept] for table in tables)
         else:
-            tables, checks, any_rotated = run(numba_planning.plan_task.py_func, inputs, setup, tables)
+            tables, checks, any_rotated = run(inputs, setup, tables)
         assert 0 < tables[0].shape[0] < 50
         for table, expected in zip(tables, (compiled.params, compiled.boxes, compiled.kernel_index)):
             np.testing.assert_array_equal(table, expected, strict=True)

@@ -99,17 +99,12 @@ def plan_tables(kernels, grid, truncate, normalize, workspace=None):
         kept, checks, any_rotated = plan_chunk(inputs, setup, tables, 0, n)
         params, boxes, kernel_index = tables[0][:kept], tables[1][:kept], tables[2][:kept]
     else:
-        task = calls.address(plan_task, (0, inputs, setup, _NO_TABLES, *_NO_RESULTS))
-        (params, boxes, kernel_index), checks, any_rotated = plan_chunks(task, inputs, setup, tables)
+        (params, boxes, kernel_index), checks, any_rotated = plan_chunks(inputs, setup, tables)
     return _Tables(params, boxes, kernel_index, not any_rotated, *checks)
 
 
 _NO_TRIG = np.empty(0)
 _NO_TRUNCATES = np.empty(0)
-# The types of the tables, to find plan_task's address.
-_NO_TABLES = (np.empty((0, N_PARAMS)), np.empty((0, N_BOX), dtype=np.int64), np.empty(0, dtype=np.int64))
-# The types of the per-chunk results plan_chunks makes, to find plan_task's address.
-_NO_RESULTS = (np.empty(0, dtype=np.int64), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.bool_))
 
 
 @jit(entry=True)
@@ -182,19 +177,20 @@ def plan_task(chunk, inputs, setup, tables, kept, firsts, rotated):
     return 0
 
 
-def plan_chunks(address, inputs, setup, tables):
-    """:func:`plan_task` at ``address`` (:func:`.calls.address`) over chunks of ``CHUNK`` kernels on
-    Numba's threads (:func:`.calls.run_tasks`), then the kept rows packed.
+def plan_chunks(inputs, setup, tables):
+    """:func:`plan_task` over chunks of ``CHUNK`` kernels on Numba's threads (:func:`.calls.run_tasks`),
+    then the kept rows packed.
 
     The planner's code is compiled once, in :func:`plan_task`; what follows the tasks is a few NumPy
     calls per chunk (a chunk is ``CHUNK`` kernels), not one more function to compile.
     """
     n = inputs[2].size
     n_chunks = (n + CHUNK - 1) // CHUNK
-    kept = np.empty(n_chunks, dtype=np.int64)  # of the types of _NO_RESULTS
+    kept = np.empty(n_chunks, dtype=np.int64)
     firsts = np.empty((n_chunks, 3), dtype=np.int64)
     rotated = np.empty(n_chunks, dtype=np.bool_)
-    run_tasks(address, n_chunks, (inputs, setup, tables, kept, firsts, rotated))
+    shared = (inputs, setup, tables, kept, firsts, rotated)
+    run_tasks(calls.address(plan_task, (0, *shared)), n_chunks, shared)
     total = 0
     for chunk, count in enumerate(kept.tolist()):
         lo = chunk * CHUNK
