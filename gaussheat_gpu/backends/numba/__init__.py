@@ -27,10 +27,10 @@ binning (not for a small plan of one image, whose band lists come from its sizes
 band specialisation with the small function that runs its tasks on Numba's threads by address
 (:mod:`.calls`), or the dense product: not the whole backend. Numba copies a called function's
 code into its caller and compiles it there again, three times more inside a parallel loop;
-called by address, the band renderer, the parallel planner's chunk and the dense product's two
-passes are compiled once. Helpers
-called from compiled code only are kept as LLVM IR (:mod:`.linking`): optimised and turned into
-machine code once, inside the function that calls them, not also on their own.
+called by address, the band renderer, the parallel planner's chunk, the dense product's two passes
+and density_map's are compiled once. Helpers called from compiled code only are kept as LLVM IR
+(:mod:`.linking`): optimised and turned into machine code once, inside the function that calls
+them, not also on their own.
 """
 
 from __future__ import annotations
