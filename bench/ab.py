@@ -6,11 +6,15 @@ the other, and the ratios come from the medians of the rounds (rows over 1.0: th
 
 Usage::
 
-    python bench/ab.py W1,W6 ../other-checkout [--rounds 4] [--cold]
+    python bench/ab.py W1,W6 ../other-checkout [--rounds 4] [--cold | --interleaved]
 
 Warm (default): the median of a workload's warm ``render`` calls (numba), and of its target helper's
 where it has one, per process. ``--cold``: the first call in a new process with an empty Numba cache.
-Both checkouts run with this interpreter and its packages.
+``--interleaved``: warm calls of both checkouts in one process, in alternating blocks of ~50 ms (the
+other checkout's package imported under another name); each row's ratio is the median of the
+blocks' ratios, with its quartiles, and the two outputs are checked bit for bit first. Drift that
+moves one process's median by 10-50% here moves these ratios by a percent or two. Both checkouts
+run with this interpreter and its packages.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,6 +65,58 @@ print(json.dumps(out))
 """
 
 
+INTERLEAVED = r"""
+import json, statistics, sys, time
+import numpy as np
+import gaussheat_gpu.workloads as this_workloads
+import gaussheat_other.workloads as other_workloads
+
+def block(case, buffer):  # the median call of ~50 ms of calls (at least 5)
+    times, begin = [], time.perf_counter()
+    while len(times) < 5 or time.perf_counter() - begin < 0.05:
+        start = time.perf_counter()
+        case.render(backend="numba", out=buffer)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+out = {}
+rounds = int(sys.argv[2])
+for wid in sys.argv[1].split(","):
+    cases = (this_workloads.build(wid, False), other_workloads.build(wid, False))
+    buffers = [case.render(backend="numba") for case in cases]
+    if not np.array_equal(buffers[0], buffers[1]):
+        raise SystemExit(f"{wid}: the two checkouts' outputs differ")
+    for _ in range(3):
+        for case, buffer in zip(cases, buffers):
+            block(case, buffer)
+    this, other = [], []
+    for r in range(rounds):  # each checkout first in every other round
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        seconds = {i: block(cases[i], buffers[i]) for i in order}
+        this.append(seconds[0])
+        other.append(seconds[1])
+    ratios = [a / b for a, b in zip(this, other)]
+    out[wid] = [statistics.median(this) * 1e6, statistics.median(other) * 1e6, *np.percentile(ratios, [50, 25, 75])]
+print(json.dumps(out))
+"""
+
+
+def run_interleaved(other, workload_ids, rounds) -> dict:
+    """Both checkouts in one process (the other's package copied as ``gaussheat_other``):
+    ``{row: [this us, other us, median ratio, first quartile, third quartile]}``."""
+    with tempfile.TemporaryDirectory(prefix="gaussheat-ab-") as folder:
+        copy = Path(folder) / "gaussheat_other"
+        shutil.copytree(other / "gaussheat_gpu", copy, ignore=shutil.ignore_patterns("__pycache__"))
+        for source in copy.rglob("*.py"):  # module paths held in strings (the backend registry)
+            source.write_text(source.read_text().replace('"gaussheat_gpu.', '"gaussheat_other.'))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), folder]))
+        done = subprocess.run([sys.executable, "-c", INTERLEAVED, workload_ids, str(rounds)], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run(checkout, mode, workload_ids) -> dict:
     """One process in ``checkout``: ``{row: microseconds}``."""
     with tempfile.TemporaryDirectory(prefix="gaussheat-ab-") as cache_dir:
@@ -77,9 +134,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workloads", help="comma-separated workload ids, e.g. W1,W6")
     parser.add_argument("other", type=Path, help="the other checkout's root")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--cold", action="store_true", help="first calls with an empty Numba cache")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 4)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--cold", action="store_true", help="first calls with an empty Numba cache")
+    modes.add_argument("--interleaved", action="store_true",
+                       help="warm calls of both checkouts in one process, alternating (--rounds: blocks, default 21)")
     args = parser.parse_args(argv)
+    if args.interleaved:
+        rows = run_interleaved(args.other.resolve(), args.workloads, args.rounds or 21)
+        print(f"{'row':<14} {'this':>12} {'other':>12}  this/other  (quartiles)  ({args.rounds or 21} blocks each, us)")
+        for row, (this, other, ratio, q1, q3) in rows.items():
+            print(f"{row:<14} {this:12.1f} {other:12.1f}  {ratio:10.3f}  ({q1:.3f}-{q3:.3f})")
+        return 0
+    args.rounds = args.rounds or 4
     checkouts = (ROOT, args.other.resolve())
     mode = "cold" if args.cold else "warm"
     groups = args.workloads.split(",") if args.cold else [args.workloads]  # cold: a new process a workload

@@ -296,3 +296,13 @@ def test_ab_times_two_checkouts_in_alternating_processes(capsys):
     (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("W2")]
     this, other, ratio = map(float, row[1:])
     assert this > 0 and other > 0 and abs(ratio - this / other) < 1e-3
+
+
+def test_ab_interleaved_times_two_checkouts_in_one_process(capsys):
+    from bench import ab
+
+    assert ab.main(["W2", str(ROOT), "--interleaved", "--rounds", "2"]) == 0
+    (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("W2")]
+    this, other, ratio = map(float, row[1:4])
+    low, high = map(float, row[4].strip("()").split("-"))
+    assert this > 0 and other > 0 and low <= ratio <= high
