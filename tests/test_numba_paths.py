@@ -396,3 +396,86 @@ def test_helpers_are_compiled_only_inside_their_callers():
         assert not isinstance(helper._cache, numba.core.caching.FunctionCache)  # nothing cached on disk
     (compiled,) = total.overloads.values()
     assert not isinstance(compiled.library, linking.IRLibrary)
+
+
+# -- (7) the garbage collector during compiles -----------------------------------------------------
+
+def _compile_counting_frozen(function, module="gaussheat_gpu.backends.numba.probe"):
+    """Compile ``function`` (as a function of ``module``) and return the number of frozen objects a
+    listener registered after the backend's saw when the compile began."""
+    import gc
+
+    import numba
+    from numba.core import event
+
+    from gaussheat_gpu.backends.numba import collector
+
+    seen = []
+
+    class Record(event.Listener):
+        def on_start(self, ev):
+            seen.append(gc.get_freeze_count())
+
+        def on_end(self, ev):
+            pass
+
+    function.__module__ = module
+    listener = Record()
+    event.register("numba:compile", listener)
+    try:
+        numba.njit(function)(1.0)
+    finally:
+        event.unregister("numba:compile", listener)
+        assert collector.LISTENER.depth == 0
+    return seen[0]
+
+
+def test_objects_older_than_a_compile_of_the_backend_are_frozen_only_while_it_runs():
+    import gc
+
+    import numba
+
+    from gaussheat_gpu.backends.numba import cache  # noqa: F401  (registers the listener)
+
+    def ours(x):
+        return x + 1.0
+
+    def theirs(x):
+        return x - 1.0
+
+    def broken(x):
+        return x + "text"
+
+    assert gc.get_freeze_count() == 0
+    assert _compile_counting_frozen(ours) > 1000  # everything the process held when it began
+    assert gc.get_freeze_count() == 0  # unfrozen when it ended
+    assert _compile_counting_frozen(theirs, module="someone_else.kernels") == 0  # other code's compiles: untouched
+    with pytest.raises(numba.core.errors.TypingError):
+        _compile_counting_frozen(broken)
+    assert gc.get_freeze_count() == 0  # unfrozen when the compile failed too
+
+
+def test_a_process_that_froze_objects_or_disabled_the_collector_keeps_them_so():
+    import gc
+
+    from gaussheat_gpu.backends.numba import cache  # noqa: F401  (registers the listener)
+
+    def first(x):
+        return x * 2.0
+
+    def second(x):
+        return x * 3.0
+
+    gc.freeze()  # as a pre-fork server does
+    try:
+        frozen = gc.get_freeze_count()
+        assert _compile_counting_frozen(first) == frozen
+        # Its objects still frozen, not unfrozen by the compile (a few freed by their reference counts).
+        assert frozen * 0.99 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        assert _compile_counting_frozen(second) == 0
+    finally:
+        gc.enable()

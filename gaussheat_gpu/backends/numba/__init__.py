@@ -15,6 +15,7 @@ file               job
 ``dense.py``       a sum of few axis-aligned kernels covering a large image: one rank-K product
 ``factors.py``     the per-kernel scalar formulas the others share
 ``cache.py``       where compiled code is cached (with a fallback for read-only installs)
+``collector.py``   the objects older than a compile kept out of the garbage collector's way during it
 ``linking.py``     helpers kept as LLVM IR for their callers, not compiled to machine code alone
 ``warmup.py``      compiling every path ahead of time (``gaussheat warmup``)
 ``neighbours.py``  ``targets.density_map``'s nearest-neighbour distances and window sums

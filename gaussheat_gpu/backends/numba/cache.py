@@ -33,7 +33,7 @@ import numba
 from numba.core import caching, config
 from numba.core.runtime import rtsys
 
-from . import linking
+from . import collector, linking  # noqa: F401  (collector: its listener registered on import)
 
 _state = {"location": None, "warned": False}
 
