@@ -284,6 +284,32 @@ def test_info_reports_the_paths_a_render_cached(tmp_path):
     assert "float32: cold for bands, rotated kernels" in text and "float64: cold" in text
 
 
+def test_info_judges_each_path_by_the_entry_that_runs_its_tasks(tmp_path):
+    # The dense product and density_map both run their tasks through calls.run_tasks, compiled
+    # once for each type of the tasks' shared arguments: without the dense product's entry, that
+    # path is cold though its tasks and density_map's entry are cached.
+    script = """
+        import json, numpy as np, gaussheat_gpu as gh
+        from gaussheat_gpu import targets
+        from gaussheat_gpu.backends.numba import cache, calls, dense, warmup
+        side = int(dense.DENSE_MIN_PIXELS ** 0.5) + 1
+        gh.render(gh.Kernels(x=[side / 2], y=[side / 2], sigma_x=[side], sigma_y=[side]), (side, side),
+                  backend="numba", truncate=None)
+        points = np.array([[5.0, 5.0], [9.0, 7.0], [20.0, 12.0], [3.0, 30.0]])
+        targets.density_map(points, (40, 40), sigma="adaptive", border="constant", backend="numba")
+        paths = [("dense product", "float32"), ("density_map: k-NN, window sums", "any")]
+        status = warmup.cache_status()
+        entries = cache.valid_entries
+        dense_shared = {tuple(key[0][1:]) for key in entries(dense._factor_task)}
+        cache.valid_entries = lambda f: [key for key in entries(f)
+                                         if f is not calls.run_tasks or tuple(key[0][2]) not in dense_shared]
+        without = warmup.cache_status()
+        print(json.dumps([[status[path] for path in paths], [without[path] for path in paths]]))
+    """
+    result = json.loads(run_python(script, env=fresh_env(tmp_path)).stdout.strip().splitlines()[-1])
+    assert result == [[True, True], [False, True]]
+
+
 @pytest.mark.parametrize("shape", [(5, 1), (40, 30), (1024, 1024)])
 def test_kernels_whose_factors_all_underflow_write_nothing(shape):
     # Untruncated, far outside the image: every column factor is 0 in float64 (the kernel's peak

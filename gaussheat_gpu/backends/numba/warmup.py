@@ -118,9 +118,13 @@ def cache_status():
     def has(dispatcher, test=lambda sig: True):
         return any(test(key[0]) for key in cache.valid_entries(dispatcher))
 
-    # calls.run_tasks runs the tasks of the parallel planner, the dense product and density_map; its
-    # entries differ only in the types of the tasks' arguments, so each path is judged by its tasks.
-    runs = has(calls.run_tasks)
+    # calls.run_tasks runs the tasks of the parallel planner, the dense product and density_map,
+    # compiled once for each type of the arguments the tasks share (all of a task's but its index).
+    shared_types = {tuple(key[0][2]) for key in cache.valid_entries(calls.run_tasks)}
+
+    def runs(task, test=lambda sig: True):
+        return has(task, lambda sig: test(sig) and tuple(sig[1:]) in shared_types)
+
     planner = has(planning.plan_chunk)
     trig = has(planning._libm_cos_sin)  # rotated kernels' planning
     status = {}
@@ -135,13 +139,13 @@ def cache_status():
         status["bands, axis-aligned kernels", dtype] = bands(True, False)
         status["bands, rotated kernels", dtype] = bands(False, True) and trig
         status["bands, both kinds", dtype] = bands(True, True) and trig
-        status["dense product", dtype] = planner and runs and all(
-            has(function, lambda sig, at=at: sig[at].dtype.name == dtype)
+        status["dense product", dtype] = planner and all(
+            runs(function, lambda sig, at=at: sig[at].dtype.name == dtype)
             for function, at in ((dense._factor_task, 4), (dense._panel_task, 3)))
-        status["planner, parallel chunks", dtype] = runs and has(planning.plan_task)
+        status["planner, parallel chunks", dtype] = runs(planning.plan_task)
     status["binning: batches, large plans", "any"] = has(tiles.bin_kernels)
-    status["density_map: k-NN, window sums", "any"] = runs and all(
-        has(function) for function in (neighbours.cell_lists, neighbours._nearest, neighbours._window_sums))
+    status["density_map: k-NN, window sums", "any"] = has(neighbours.cell_lists) and all(
+        runs(function) for function in (neighbours._nearest, neighbours._window_sums))
     return status
 
 
