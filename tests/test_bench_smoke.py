@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench/ is a package at the repository root, not installed
     sys.path.insert(0, str(ROOT))
 
-from bench import baselines, compile_profile, dense, first_call, harness, readme_table, report  # noqa: E402
+from bench import (baselines, compile_profile, dense, first_call, harness, helper_ratio, readme_table,  # noqa: E402
+                   report)
 from gaussheat_gpu import workloads  # noqa: E402
 
 TINY = workloads.cpu_workloads(tiny=True)
@@ -306,3 +307,13 @@ def test_ab_interleaved_times_two_checkouts_in_one_process(capsys):
     this, other, ratio = map(float, row[1:4])
     low, high = map(float, row[4].strip("()").split("-"))
     assert this > 0 and other > 0 and low <= ratio <= high
+
+
+def test_helper_ratio_times_a_helper_against_its_bare_render(capsys):
+    result = helper_ratio.helper_ratio("W8", rounds=2, tiny=True)
+    assert result["bare_s"] > 0 and result["helper_s"] > 0
+    assert result["quartiles"][0] <= result["ratio"] <= result["quartiles"][1]
+    with pytest.raises(ValueError, match="no target helper"):
+        helper_ratio.helper_ratio("W1", rounds=1, tiny=True)
+    assert helper_ratio.main(["W10", "--rounds", "1", "--tiny"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("W10")
