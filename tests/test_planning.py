@@ -137,7 +137,7 @@ def test_compiled_loop_runs_as_python_too(monkeypatch, helpers_as_python):
     monkeypatch.setattr(numba_planning, "CHUNK", 7)
     # Their callees as Python too (and by address: the parallel pass is given the Python function).
     helpers_as_python(numba_planning)
-    monkeypatch.setattr(numba_planning, "run_tasks", calls.parallel_calls_python)
+    monkeypatch.setattr(calls, "run_tasks", calls.parallel_calls_python)
     monkeypatch.setattr(numba_planning, "plan_task", numba_planning.plan_task.py_func)
     monkeypatch.setattr(calls, "address", lambda function, args, varying=None: function)
     for run in (numba_planning.plan_chunk, numba_planning.plan_chunks):

@@ -243,3 +243,10 @@ def run_tasks(address, n_tasks, shared):
     once for each type of ``shared`` (the scheduling code only, not the tasks').
     """
     return parallel_calls(address, n_tasks, shared)
+
+
+def run(function, n_tasks, shared):
+    """``function(task, *shared)`` for each task in ``range(n_tasks)`` on Numba's threads: the
+    ``by_address=True`` function's :func:`address` for ``(0, *shared)`` (compiled, or loaded from the
+    cache, on first use), run by :func:`run_tasks`. Returns 0."""
+    return run_tasks(address(function, (0, *shared)), n_tasks, shared)

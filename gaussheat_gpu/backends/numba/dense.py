@@ -17,7 +17,7 @@ a multiple of 16: below 16 kernels the loop costs what 16 cost.
 
 :func:`dense_pays` says whether a plan takes this path, :func:`render_dense` renders it: the
 factors (:func:`_factor_task`, a task a kernel), then the product (:func:`_panel_task`, a task a
-block of ``DENSE_ROWS`` rows), each pass on Numba's threads by address (:func:`.calls.run_tasks`):
+block of ``DENSE_ROWS`` rows), each pass on Numba's threads by address (:func:`.calls.run`):
 as the bodies of parallel loops, the two passes made W3's cold first call take 1.6x as long.
 """
 
@@ -28,7 +28,6 @@ import numpy as np
 from ...planning import B_COL0, B_COL1, B_ROW0, B_ROW1, P_SCALE
 from . import calls
 from .cache import jit
-from .calls import run_tasks
 from .factors import COUNT, RELATIVE_FLUSH, SUM, col_factor, col_peak, kernel_params, row_factor, row_peak, smaller
 
 DENSE_MIN_PIXELS = 1 << 20  # images smaller than this never take the dense path
@@ -64,7 +63,7 @@ def dense_product(row_factors, col_factors, out):
     panel_width = _panel_width(out.itemsize)
     row_packed, packed = packed_factors(row_factors, col_factors, panel_width)
     shared = (row_packed, packed, out, panel_width)
-    run_tasks(calls.address(_panel_task, (0, *shared)), (out.shape[0] + DENSE_ROWS - 1) // DENSE_ROWS, shared)
+    calls.run(_panel_task, (out.shape[0] + DENSE_ROWS - 1) // DENSE_ROWS, shared)
 
 
 def packed_factors(row_factors, col_factors, panel_width):
@@ -161,7 +160,7 @@ def render_dense(plan, images, normalize):
     col_factors = np.empty((plan.n_kernels, grid.width), dtype=dtype)
     row_factors = np.empty((plan.n_kernels, grid.height), dtype=dtype)
     shared = (plan.params, plan.boxes, normalize, col_factors, row_factors)
-    run_tasks(calls.address(_factor_task, (0, *shared)), plan.n_kernels, shared)
+    calls.run(_factor_task, plan.n_kernels, shared)
     dense_product(row_factors, col_factors, images[0])
 
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from . import calls
 from .cache import jit
-from .calls import run_tasks
 from .factors import larger, smaller
 
 CELL_HEADS = 1.5  # heads per cell on average; fewer cells to visit per ring, fewer heads per cell
@@ -46,7 +45,7 @@ def mean_nearest_distances(x, y, image, n_images, k, means, counts):
         return
     xs, ys, cell_of, starts, (x0, y0, cell, nx, ny) = cell_lists(x, y, image, n_images)
     args = (x, y, xs, ys, cell_of, starts, x0, y0, cell, nx, ny, image, k, means, counts)
-    run_tasks(calls.address(_nearest, (0, *args)), (x.size + HEADS_PER_TASK - 1) // HEADS_PER_TASK, args)
+    calls.run(_nearest, (x.size + HEADS_PER_TASK - 1) // HEADS_PER_TASK, args)
 
 
 @jit(forceinline=True)
@@ -214,12 +213,12 @@ def window_sums(centre, sigma, half, sums):
     Windows wider than ``WIDE_WINDOW`` pixels take the integral over the pixels' unit cells (erf),
     whose relative error is about ``1 / (24 sigma^2)`` (below 1e-6 for them) instead of a loop over
     every pixel. Tasks of ``WINDOW_HEADS_PER_TASK`` heads run on Numba's threads
-    (:func:`.calls.run_tasks`): :func:`_window_sums` is called by address and compiled once, not
+    (:func:`.calls.run`): :func:`_window_sums` is called by address and compiled once, not
     again as a parallel loop's body.
     """
     args = (centre, sigma, half, sums)
     n_tasks = (centre.size + WINDOW_HEADS_PER_TASK - 1) // WINDOW_HEADS_PER_TASK
-    run_tasks(calls.address(_window_sums, (0, *args)), n_tasks, args)
+    calls.run(_window_sums, n_tasks, args)
 
 
 @jit(by_address=True)

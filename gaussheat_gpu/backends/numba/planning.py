@@ -26,7 +26,6 @@ from ...planning import (B_COL0, B_COL1, B_IMAGE, B_ROW0, B_ROW1, N_BOX, N_PARAM
                         _Tables, kernel_coefficients, por_peak_is_bad, support_range)
 from . import calls
 from .cache import jit
-from .calls import run_tasks
 from .factors import smaller
 
 # The shared formulas, compiled (for the argument types of their calls here, once each).
@@ -178,7 +177,7 @@ def plan_task(chunk, inputs, setup, tables, kept, firsts, rotated):
 
 
 def plan_chunks(inputs, setup, tables):
-    """:func:`plan_task` over chunks of ``CHUNK`` kernels on Numba's threads (:func:`.calls.run_tasks`),
+    """:func:`plan_task` over chunks of ``CHUNK`` kernels on Numba's threads (:func:`.calls.run`),
     then the kept rows packed.
 
     The planner's code is compiled once, in :func:`plan_task`; what follows the tasks is a few NumPy
@@ -190,7 +189,7 @@ def plan_chunks(inputs, setup, tables):
     firsts = np.empty((n_chunks, 3), dtype=np.int64)
     rotated = np.empty(n_chunks, dtype=np.bool_)
     shared = (inputs, setup, tables, kept, firsts, rotated)
-    run_tasks(calls.address(plan_task, (0, *shared)), n_chunks, shared)
+    calls.run(plan_task, n_chunks, shared)
     total = 0
     for chunk, count in enumerate(kept.tolist()):
         lo = chunk * CHUNK

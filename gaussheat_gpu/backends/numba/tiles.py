@@ -213,9 +213,8 @@ def render_bands(address, kernel_chunk, params, boxes, offsets, kernel_ids, col_
     No parallel loop of Numba's own (:func:`.calls.parallel_calls` schedules the tasks as one
     would): it compiles in a fraction of a second whatever the renderer holds. One entry point for
     both passes, not :func:`.calls.run_tasks` called twice, which would unbox these arguments twice
-    on every render (W1's takes ~45 us in all). ``column_factors``
-    and ``info`` come sized for the plan (allocating them here would compile NumPy's allocation for
-    this function too).
+    on every render (all of W1's takes ~45 us). ``column_factors`` and ``info`` come sized for the
+    plan (allocating them here would compile NumPy's allocation for this function too).
     """
     shared = (params, boxes, offsets, kernel_ids, col_offsets, column_factors, info, images, band_height, combine,
               normalize, accumulate, axis, rotated)
