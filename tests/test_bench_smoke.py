@@ -206,6 +206,11 @@ def test_compile_profile_takes_a_cold_first_call_apart():
     assert sum(result["llvm_s"].values()) < compiling
     text = compile_profile.report(result, top=3)
     assert f"({len(names)} functions)" in text and "tiles.render_task" in text and f"{len(names) - 3} more" in text
+    assert result["freeze"] and len(result["collections"]) == len(result["collections_s"]) == 3
+    assert sum(result["collections"]) > 0 and 0 <= sum(result["collections_s"]) < result["render_s"]
+    assert "with the freeze" in text
+    unfrozen = compile_profile.profile("W1", tiny=True, freeze=False)
+    assert not unfrozen["freeze"] and "without the freeze" in compile_profile.report(unfrozen)
 
 
 def test_gpu_bench_fails_clearly_without_a_gpu():
