@@ -66,37 +66,22 @@ print(json.dumps(out))
 
 
 INTERLEAVED = r"""
-import json, statistics, sys, time
+import json, sys
 import numpy as np
+from bench.harness import interleaved_ratio
 import gaussheat_gpu.workloads as this_workloads
 import gaussheat_other.workloads as other_workloads
 
-def block(case, buffer):  # the median call of ~50 ms of calls (at least 5)
-    times, begin = [], time.perf_counter()
-    while len(times) < 5 or time.perf_counter() - begin < 0.05:
-        start = time.perf_counter()
-        case.render(backend="numba", out=buffer)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
 out = {}
-rounds = int(sys.argv[2])
 for wid in sys.argv[1].split(","):
     cases = (this_workloads.build(wid, False), other_workloads.build(wid, False))
     buffers = [case.render(backend="numba") for case in cases]
     if not np.array_equal(buffers[0], buffers[1]):
         raise SystemExit(f"{wid}: the two checkouts' outputs differ")
-    for _ in range(3):
-        for case, buffer in zip(cases, buffers):
-            block(case, buffer)
-    this, other = [], []
-    for r in range(rounds):  # each checkout first in every other round
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        seconds = {i: block(cases[i], buffers[i]) for i in order}
-        this.append(seconds[0])
-        other.append(seconds[1])
-    ratios = [a / b for a, b in zip(this, other)]
-    out[wid] = [statistics.median(this) * 1e6, statistics.median(other) * 1e6, *np.percentile(ratios, [50, 25, 75])]
+    this, other, ratio, q1, q3 = interleaved_ratio(lambda: cases[0].render(backend="numba", out=buffers[0]),
+                                                   lambda: cases[1].render(backend="numba", out=buffers[1]),
+                                                   int(sys.argv[2]))
+    out[wid] = [this * 1e6, other * 1e6, ratio, q1, q3]
 print(json.dumps(out))
 """
 

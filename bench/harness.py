@@ -148,6 +148,36 @@ def timed(call):
     return time.perf_counter() - start, result
 
 
+BLOCK_S = 0.05  # seconds of calls in a block of interleaved_ratio
+
+
+def median_block(call, seconds=BLOCK_S) -> float:
+    """The median time of ``call()`` over ~``seconds`` of calls (at least 5)."""
+    times, begin = [], time.perf_counter()
+    while len(times) < 5 or time.perf_counter() - begin < seconds:
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def interleaved_ratio(first, second, rounds) -> tuple[float, float, float, float, float]:
+    """Time two calls in one process, in alternating blocks (:func:`median_block`), each going first
+    in every other round after 3 untimed rounds: on a machine whose speed drifts, both see the same
+    phases. Returns the medians of their blocks (seconds), then the median of the blocks' ratios
+    (``first / second``) and its first and third quartiles."""
+    for _ in range(3):
+        median_block(first)
+        median_block(second)
+    times = ([], [])
+    for r in range(rounds):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            times[i].append(median_block((first, second)[i]))
+    ratios = [a / b for a, b in zip(*times)]
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return float(np.median(times[0])), float(np.median(times[1])), float(median), float(q1), float(q3)
+
+
 # -- backends -----------------------------------------------------------------------------------
 
 DEVICE_BACKENDS = ("cupy",)

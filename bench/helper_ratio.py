@@ -15,30 +15,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository importable
     sys.path.insert(0, str(ROOT))
 
+from bench.harness import interleaved_ratio  # noqa: E402
 from gaussheat_gpu import workloads  # noqa: E402
-
-BLOCK_S = 0.05
-
-
-def block(call) -> float:
-    """The median of ~``BLOCK_S`` seconds of calls (at least 5)."""
-    times, begin = [], time.perf_counter()
-    while len(times) < 5 or time.perf_counter() - begin < BLOCK_S:
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def helper_ratio(workload_id, rounds=21, tiny=False) -> dict:
@@ -53,17 +38,9 @@ def helper_ratio(workload_id, rounds=21, tiny=False) -> dict:
     case = workloads.build(workload_id, tiny)
     if case.helper is None:
         raise ValueError(f"{workload_id} has no target helper")
-    calls = {"bare": lambda: case.render(backend="numba"), "helper": lambda: case.run_helper("numba")}
-    for call in calls.values():  # compile, and warm up
-        for _ in range(3):
-            call()
-    times = {name: [] for name in calls}
-    for r in range(rounds):  # each goes first in every other round
-        for name in (("bare", "helper") if r % 2 == 0 else ("helper", "bare")):
-            times[name].append(block(calls[name]))
-    ratios = [h / b for h, b in zip(times["helper"], times["bare"])]
-    return dict(bare_s=statistics.median(times["bare"]), helper_s=statistics.median(times["helper"]),
-                ratio=statistics.median(ratios), quartiles=tuple(float(q) for q in np.percentile(ratios, [25, 75])))
+    helper_s, bare_s, ratio, q1, q3 = interleaved_ratio(lambda: case.run_helper("numba"),
+                                                        lambda: case.render(backend="numba"), rounds)
+    return dict(bare_s=bare_s, helper_s=helper_s, ratio=ratio, quartiles=(q1, q3))
 
 
 def main(argv=None) -> int:

@@ -9,8 +9,8 @@ collections walk only the compile's own objects and free its garbage as before, 
 outermost compile ends the older objects are unfrozen into the oldest generation, the one a full
 collection walks. ``python bench/compile_profile.py W1`` reports the collections during the seed's
 cold render: 1 full collection taking 0.012-0.017 s, against 3 taking 0.21-0.23 s with
-``--no-freeze`` (2-core EPYC VM). Some of the compile's garbage is left for a later collection: a
-full one right after the seed's first call took 0.15-0.20 s against 0.11-0.12 s without the freeze.
+``--no-freeze`` (2-core EPYC VM). Some of the compile's garbage is left for a later collection,
+which then takes longer, but the process walks its older objects far fewer times in all.
 
 Nothing is frozen where the collector is disabled, or where the process has frozen objects itself
 (a pre-fork server's :func:`gc.freeze`, which unfreezing would undo); a function loaded from the
